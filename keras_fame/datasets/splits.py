@@ -1,0 +1,259 @@
+"""Leave-one-out splits as NumPy arrays (no TensorFlow here).
+
+Sequences are stored flat: `items[offsets[u]:offsets[u + 1]]` is user `u`'s
+time-ordered sequence `s_1..s_n`. For a user with `n` items:
+
+- training: inputs `s_1..s_{n-3}`, next-item targets `s_2..s_{n-2}` (no row
+  when `n < 4`);
+- validation: history `s_1..s_{n-2}`, target `s_{n-1}`;
+- test: history `s_1..s_{n-1}`, target `s_n`.
+
+Users with `n < 3` have no validation history and are left out of both
+evaluation splits (they are reported, never dropped silently).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+EVAL_SPLITS = ("valid", "test")
+
+
+def pad_segments(
+    values: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_len: int
+) -> np.ndarray:
+    """Left-pads (and left-truncates) segments of a flat array to `max_len`.
+
+    Row `r` holds the last `min(ends[r] - starts[r], max_len)` values of
+    `values[starts[r]:ends[r]]`, right-aligned, with zeros on the left.
+
+    Args:
+        values: the flat 1-D array.
+        starts, ends: int arrays of segment bounds (`ends >= starts`).
+        max_len: row width.
+
+    Returns:
+        An int32 array of shape `(len(starts), max_len)`.
+
+    Example:
+    >>> pad_segments(np.arange(1, 6), np.array([0, 2]), np.array([2, 5]), 2).tolist()
+    [[1, 2], [4, 5]]
+    """
+    starts = np.asarray(starts, dtype=np.int64)
+    ends = np.asarray(ends, dtype=np.int64)
+    rows = len(starts)
+    out = np.zeros((rows, max_len), dtype=np.int32)
+    lengths = np.minimum(ends - starts, max_len)
+    total = int(lengths.sum())
+    if total == 0:
+        return out
+    row = np.repeat(np.arange(rows), lengths)
+    within = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    column = max_len - lengths[row] + within
+    source = ends[row] - lengths[row] + within
+    out[row, column] = values[source]
+    return out
+
+
+def right_pad_segments(
+    values: np.ndarray, starts: np.ndarray, ends: np.ndarray
+) -> np.ndarray:
+    """Right-pads full segments to the longest one (no truncation).
+
+    Args:
+        values: the flat 1-D array.
+        starts, ends: int arrays of segment bounds.
+
+    Returns:
+        An int32 array of shape `(len(starts), max(ends - starts))`.
+    """
+    starts = np.asarray(starts, dtype=np.int64)
+    lengths = np.asarray(ends, dtype=np.int64) - starts
+    width = int(lengths.max()) if len(lengths) else 0
+    out = np.zeros((len(starts), width), dtype=np.int32)
+    row = np.repeat(np.arange(len(starts)), lengths)
+    within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[row, within] = values[starts[row] + within]
+    return out
+
+
+def concat_segments(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Concatenates `values[starts[r]:ends[r]]` for every row `r` (vectorised).
+
+    Example:
+    >>> concat_segments(np.arange(10), np.array([1, 5]), np.array([3, 7])).tolist()
+    [1, 2, 5, 6]
+    """
+    starts = np.asarray(starts, dtype=np.int64)
+    lengths = np.asarray(ends, dtype=np.int64) - starts
+    total = int(lengths.sum())
+    within = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return values[np.repeat(starts, lengths) + within]
+
+
+def train_windows(
+    offsets: np.ndarray, max_len: int, windows: bool = False, stride: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Segments of the flat item array that make the training rows.
+
+    For user `u` with `n >= 4` items, training inputs are the positions
+    `[offsets[u], offsets[u] + n - 3)` of the flat array and the target of
+    position `p` is position `p + 1`.
+
+    Args:
+        offsets: int64 array of length `num_users + 1`.
+        max_len: width of a row.
+        windows: if False, one row per user holding the most recent `max_len`
+            inputs (older ones are dropped). If True, longer histories are cut
+            into several rows, from the most recent end backwards.
+        stride: step between consecutive window ends (`1 <= stride <=
+            max_len`, default `max_len`: non-overlapping windows). With a
+            smaller stride windows overlap and give targets more context; each
+            target is still used exactly once: it stays in the oldest window
+            that contains it, and is masked (0) in the others.
+
+    Returns:
+        A tuple `(starts, ends, keep_from)` of int64 arrays, one entry per row:
+        the input segment `[starts, ends)` of the flat array, and the first
+        flat position whose target is kept (targets before it are masked).
+    """
+    if stride is None:
+        stride = max_len
+    if not 1 <= stride <= max_len:
+        raise ValueError(
+            f"`stride` must lie in [1, max_len={max_len}]. Received: stride={stride}"
+        )
+    begin = offsets[:-1]
+    m = offsets[1:] - begin - 3  # number of training inputs per user
+    has_row = m >= 1
+    begin, m = begin[has_row], m[has_row]
+    if not windows:
+        ends = begin + m
+        starts = np.maximum(begin, ends - max_len)
+        return starts, ends, starts.copy()
+    extra = np.maximum(m - max_len, 0)
+    count = 1 + -(-extra // stride)  # ceil division
+    user = np.repeat(np.arange(len(m)), count)
+    k = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+    local_end = m[user] - k * stride
+    local_start = np.maximum(local_end - max_len, 0)
+    is_oldest = k == count[user] - 1
+    local_keep = np.where(is_oldest, local_start, local_end - stride)
+    base = begin[user]
+    return base + local_start, base + local_end, base + local_keep
+
+
+def train_arrays(
+    items: np.ndarray,
+    offsets: np.ndarray,
+    max_len: int = 50,
+    windows: bool = False,
+    stride: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training inputs and next-item targets, left-padded to `max_len`.
+
+    Args:
+        items: the flat int item array.
+        offsets: int64 user offsets (length `num_users + 1`).
+        max_len: row width.
+        windows, stride: see `train_windows`.
+
+    Returns:
+        A tuple `(inputs, targets)` of int32 arrays of shape `(rows, max_len)`;
+        `targets[r, t]` is the item after `inputs[r, t]`, 0 at padding (and at
+        positions masked by an overlapping `stride`).
+    """
+    _check_max_len(max_len)
+    starts, ends, keep_from = train_windows(offsets, max_len, windows, stride)
+    inputs = pad_segments(items, starts, ends, max_len)
+    targets = pad_segments(items, starts + 1, ends + 1, max_len)
+    masked = keep_from - starts  # number of leading real positions to mask
+    if masked.any():
+        lengths = np.minimum(ends - starts, max_len)
+        first_real = max_len - lengths
+        column = np.arange(max_len)[None, :]
+        mask = column < (first_real + masked)[:, None]
+        targets[mask] = 0
+    return inputs, targets
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalArrays:
+    """Evaluation rows of one split, as NumPy arrays.
+
+    Attributes:
+        item_ids: int32 `(users, max_len)`: the most recent `max_len` items of
+            each history, left-padded with 0.
+        history_starts, history_ends: int64 bounds of each full history in the
+            flat item array (for `seen_ids`).
+        targets: int32 `(users,)`: the held-out item.
+        user_index: int64 `(users,)`: row of each user in the dataset.
+    """
+
+    item_ids: np.ndarray
+    history_starts: np.ndarray
+    history_ends: np.ndarray
+    targets: np.ndarray
+    user_index: np.ndarray
+
+
+def eval_arrays(
+    items: np.ndarray, offsets: np.ndarray, split: str = "valid", max_len: int = 50
+) -> EvalArrays:
+    """Leave-one-out evaluation rows for `split` (`"valid"` or `"test"`).
+
+    Args:
+        items: the flat int item array.
+        offsets: int64 user offsets (length `num_users + 1`).
+        split: `"valid"` (history `s_1..s_{n-2}`, target `s_{n-1}`) or
+            `"test"` (history `s_1..s_{n-1}`, target `s_n`).
+        max_len: width of `item_ids`.
+
+    Returns:
+        An `EvalArrays`; users with fewer than 3 items are not included.
+    """
+    if split not in EVAL_SPLITS:
+        raise ValueError(
+            f"`split` must be 'valid' or 'test'. Received: split={split!r}"
+        )
+    _check_max_len(max_len)
+    lengths = offsets[1:] - offsets[:-1]
+    user_index = np.flatnonzero(lengths >= 3)
+    starts = offsets[:-1][user_index]
+    ends = offsets[1:][user_index] - (2 if split == "valid" else 1)
+    return EvalArrays(
+        item_ids=pad_segments(items, starts, ends, max_len),
+        history_starts=starts,
+        history_ends=ends,
+        targets=items[ends].astype(np.int32),
+        user_index=user_index,
+    )
+
+
+def check_id_range(array: np.ndarray, num_items: int, name: str) -> None:
+    """Raises `ValueError` unless every id of `array` lies in `[0, num_items]`.
+
+    Args:
+        array: an integer array of item ids.
+        num_items: the largest valid item id.
+        name: how to name the array in the message.
+    """
+    array = np.asarray(array)
+    if array.size == 0:
+        return
+    if array.dtype.kind not in "iu":
+        raise ValueError(f"`{name}` must hold integer item ids, got dtype {array.dtype}")
+    bad = (array < 0) | (array > num_items)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"`{name}` holds item id {int(array[where])} at index {where}, outside "
+            f"[0, num_items={num_items}] (0 is padding)"
+        )
+
+
+def _check_max_len(max_len: int) -> None:
+    if not isinstance(max_len, int | np.integer) or max_len < 1:
+        raise ValueError(f"`max_len` must be a positive integer. Received: max_len={max_len!r}")

@@ -1,0 +1,54 @@
+"""Small helpers shared by the layers (keras.ops only)."""
+
+import keras
+from keras import ops
+
+# Finite "minus infinity" used before a softmax in float32. Softmaxes are always
+# computed in float32 here, so this never overflows, whatever the layer dtype.
+_MASK_VALUE = -1e9
+
+
+def default_initializer(stddev: float = 0.02) -> keras.initializers.Initializer:
+    """The SASRec/BERT initializer: truncated normal with a small stddev."""
+    return keras.initializers.TruncatedNormal(stddev=stddev)
+
+
+def clone_initializer(initializer):
+    """Returns a fresh copy of `initializer` so that weights do not share seeds."""
+    if isinstance(initializer, keras.initializers.Initializer):
+        config = initializer.get_config()
+        return initializer.__class__.from_config(config)
+    return keras.initializers.get(initializer)
+
+
+def check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"`{name}` must be a positive integer. Received: {name}={value!r}"
+        )
+
+
+def check_rate(name: str, value) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (0.0 <= value < 1.0)
+    ):
+        raise ValueError(
+            f"`{name}` must be a float in [0, 1). Received: {name}={value!r}"
+        )
+
+
+def masked_softmax(logits, mask, axis: int = -1):
+    """Softmax in float32 over `axis`, with `mask` (bool, broadcastable) applied.
+
+    Masked entries get probability exactly 0; a row whose entries are all masked
+    returns all zeros instead of a uniform distribution. The result is float32;
+    callers cast it back to their compute dtype.
+    """
+    logits = ops.cast(logits, "float32")
+    if mask is None:
+        return ops.softmax(logits, axis=axis)
+    logits = ops.where(mask, logits, _MASK_VALUE)
+    probs = ops.softmax(logits, axis=axis)
+    return ops.where(mask, probs, 0.0)

@@ -1,0 +1,339 @@
+"""Shared machinery of the sequential recommenders (keras.ops only)."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_fame.layers._utils import (
+    _MASK_VALUE,
+    check_positive_int,
+    check_rate,
+    default_initializer,
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_fame")
+class PositionEmbedding(keras.layers.Layer):
+    """Learned position embedding aligned to the right end of the sequence.
+
+    Sequences are left-padded, so the most recent item always sits in the last
+    position. A sequence of length `T <= max_len` uses the embeddings of
+    positions `max_len - T .. max_len - 1`, which makes a history padded to
+    `T` and the same history padded to `max_len` produce identical outputs.
+
+    Args:
+        max_len: Number of positions.
+        hidden_dim: Embedding size.
+    """
+
+    def __init__(self, max_len: int, hidden_dim: int, initializer="default", **kwargs):
+        super().__init__(**kwargs)
+        self.max_len = max_len
+        self.hidden_dim = hidden_dim
+        if initializer == "default":
+            initializer = default_initializer()
+        self.initializer = keras.initializers.get(initializer)
+
+    def build(self, input_shape=None):
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.max_len, self.hidden_dim),
+            initializer=self.initializer,
+            dtype=self.variable_dtype,
+        )
+        self.built = True
+
+    def call(self, item_ids):
+        length = item_ids.shape[1]
+        if length is not None and length > self.max_len:
+            raise ValueError(
+                f"Sequences may hold at most max_len={self.max_len} items. "
+                f"Received item_ids of shape {tuple(item_ids.shape)}; keep the "
+                "most recent max_len items (model.score and model.recommend "
+                "do this for you)."
+            )
+        length = ops.shape(item_ids)[1]
+        embeddings = ops.cast(self.embeddings, self.compute_dtype)
+        return embeddings[self.max_len - length :][None, :, :]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "max_len": self.max_len,
+                "hidden_dim": self.hidden_dim,
+                "initializer": keras.initializers.serialize(self.initializer),
+            }
+        )
+        return config
+
+
+class SequentialRecommender(keras.Model):
+    """Base class of `SASRec` and `FAME`: embeddings, scoring, loss, serving.
+
+    Subclasses implement `_encode(item_ids, padding_mask, training, details)`,
+    which maps embedded sequences to the scoring vectors `(batch, length,
+    hidden_dim)`; an item's score at a position is the inner product of that
+    vector with the item's embedding.
+
+    `model(item_ids)` returns those vectors. `fit` takes `(item_ids,
+    next_item_ids)` batches, both `(batch, length)` int32 and left-padded with
+    0, and minimises full-softmax cross-entropy over all items at every
+    position whose target is not padding (logits are computed for those
+    positions only).
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        max_len: int = 50,
+        hidden_dim: int = 64,
+        num_blocks: int = 2,
+        num_heads: int = 2,
+        dropout: float = 0.5,
+        attention_dropout: float | None = None,
+        intermediate_dim: int | None = None,
+        activation: str = "gelu",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_positive_int("num_items", num_items)
+        check_positive_int("max_len", max_len)
+        check_positive_int("hidden_dim", hidden_dim)
+        check_positive_int("num_blocks", num_blocks)
+        check_positive_int("num_heads", num_heads)
+        check_rate("dropout", dropout)
+        if attention_dropout is None:
+            attention_dropout = dropout
+        check_rate("attention_dropout", attention_dropout)
+        if intermediate_dim is None:
+            intermediate_dim = 4 * hidden_dim
+        check_positive_int("intermediate_dim", intermediate_dim)
+        if hidden_dim % num_heads:
+            raise ValueError(
+                "`hidden_dim` must be divisible by `num_heads`. Received: "
+                f"hidden_dim={hidden_dim}, num_heads={num_heads}"
+            )
+        self.num_items = num_items
+        self.max_len = max_len
+        self.hidden_dim = hidden_dim
+        self.num_blocks = num_blocks
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.intermediate_dim = intermediate_dim
+        self.activation = activation
+        # The loss gathers the real positions (a dynamic shape), which XLA can't
+        # compile on the TensorFlow backend.
+        self.supports_jit = False
+
+        policy = self.dtype_policy
+        self.item_embedding = keras.layers.Embedding(
+            num_items + 1,
+            hidden_dim,
+            embeddings_initializer=default_initializer(),
+            dtype=policy,
+            name="item_embedding",
+        )
+        self.position_embedding = PositionEmbedding(
+            max_len, hidden_dim, dtype=policy, name="position_embedding"
+        )
+        self.embedding_norm = keras.layers.LayerNormalization(
+            epsilon=1e-12, dtype=policy, name="embedding_norm"
+        )
+        self.embedding_dropout = keras.layers.Dropout(dropout, dtype=policy)
+
+    # ----------------------------------------------------------------- model
+
+    def build(self, input_shape=None):
+        shape = (None, self.max_len, self.hidden_dim)
+        self.item_embedding.build((None, self.max_len))
+        self.position_embedding.build()
+        self.embedding_norm.build(shape)
+        self._build_encoder(shape)
+        self.built = True
+
+    def _build_encoder(self, shape):
+        raise NotImplementedError
+
+    def _encode(self, x, padding_mask, training=None, details=False):
+        raise NotImplementedError
+
+    def _embed(self, item_ids, training=None):
+        item_ids = ops.cast(item_ids, "int32")
+        padding_mask = ops.not_equal(item_ids, 0)
+        x = self.item_embedding(item_ids) + self.position_embedding(item_ids)
+        x = self.embedding_dropout(self.embedding_norm(x), training=training)
+        return x, padding_mask
+
+    def call(self, item_ids, training=None):
+        x, padding_mask = self._embed(item_ids, training=training)
+        return self._encode(x, padding_mask, training=training)
+
+    def item_table(self):
+        """The item embedding table `(num_items + 1, hidden_dim)` (row 0: padding)."""
+        return ops.cast(self.item_embedding.embeddings, self.compute_dtype)
+
+    def logits(self, vectors):
+        """Scores of every item id for scoring vectors `(..., hidden_dim)`.
+
+        Returns float32 `(..., num_items + 1)`; column 0 (padding) is -1e9.
+        """
+        logits = ops.cast(
+            ops.matmul(vectors, ops.transpose(self.item_table())), "float32"
+        )
+        is_padding = ops.equal(ops.arange(self.num_items + 1), 0)
+        return ops.where(is_padding, _MASK_VALUE, logits)
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        if y is None:
+            raise ValueError(
+                "SASRec/FAME train on (item_ids, next_item_ids) pairs; `y` "
+                "(the next item ids, 0 where there is no target) is missing."
+            )
+        targets = ops.reshape(ops.cast(y, "int32"), (-1,))
+        vectors = ops.reshape(y_pred, (-1, self.hidden_dim))
+        is_real = ops.greater(targets, 0)
+        if keras.backend.backend() == "tensorflow":
+            # Only real positions get logits: on Amazon data about 1 in 6.
+            real = ops.nonzero(is_real)[0]
+            vectors = ops.take(vectors, real, axis=0)
+            targets = ops.take(targets, real, axis=0)
+            weights = ops.ones_like(targets, dtype="float32")
+        else:
+            # Static shapes (JAX/XLA): score every position, weight real ones.
+            weights = ops.cast(is_real, "float32")
+        if sample_weight is not None:
+            raise ValueError("`sample_weight` is not supported by SASRec/FAME.")
+        losses = keras.losses.sparse_categorical_crossentropy(
+            targets, self.logits(vectors), from_logits=True
+        )
+        loss = ops.sum(losses * weights) / ops.maximum(ops.sum(weights), 1.0)
+        if self.losses:
+            loss = loss + ops.cast(ops.sum(self.losses), loss.dtype)
+        return loss
+
+    # ------------------------------------------------------------- inference
+
+    def _check_item_ids(self, item_ids, argument="item_ids"):
+        """Validates a concrete id array; returns it left-trimmed to max_len."""
+        array = np.asarray(item_ids)
+        if array.ndim != 2:
+            raise ValueError(
+                f"`{argument}` must be a 2-D array (batch, length) of item ids. "
+                f"Received shape {array.shape}."
+            )
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(
+                f"`{argument}` must hold integer item ids. Received dtype {array.dtype}."
+            )
+        if array.size:
+            low, high = array.min(), array.max()
+            if low < 0 or high > self.num_items:
+                bad = array[(array < 0) | (array > self.num_items)][0]
+                raise ValueError(
+                    f"`{argument}` holds item id {bad}, outside the vocabulary: ids "
+                    f"must lie in [0, {self.num_items}] (0 = padding)."
+                )
+        return array.astype("int32")
+
+    def _context(self, item_ids):
+        """The most recent `max_len` items (the model's context window)."""
+        return item_ids[:, -self.max_len :]
+
+    def score(self, item_ids):
+        """Scores of every item for the next step after each history.
+
+        Args:
+            item_ids: int `(batch, length)`, left-padded with 0. A NumPy array
+                or list is validated (ids in `[0, num_items]`) and, when longer
+                than `max_len`, reduced to its most recent `max_len` items (the
+                model's context window). Tensors are used as they are, so the
+                method can be traced inside a `tf.function`.
+
+        Returns:
+            float32 `(batch, num_items + 1)`, column `v` the score of item `v`;
+            column 0 (padding) holds -1e9 so it never ranks first.
+        """
+        if isinstance(item_ids, (np.ndarray, list, tuple)):
+            item_ids = self._context(self._check_item_ids(item_ids))
+        vectors = self(item_ids, training=False)[:, -1, :]
+        return self.logits(vectors)
+
+    def recommend(
+        self, item_ids, k: int = 10, exclude_seen: bool = True, batch_size: int = 1024
+    ):
+        """Top-`k` items for the next step after each history.
+
+        Args:
+            item_ids: int `(batch, length)`, left-padded with 0 (any length;
+                the most recent `max_len` items form the model's context).
+            k: Number of items to return, `1 <= k <= num_items`.
+            exclude_seen: Never recommend an item of the history (all of it,
+                also what lies beyond the context window).
+            batch_size: Histories scored at once.
+
+        Returns:
+            `(ids, scores)`: int32 and float32 NumPy arrays `(batch, k)`, best
+            first. The padding id 0 is never returned. When fewer than `k`
+            unseen items exist, the missing slots hold id -1 and score -inf.
+        """
+        check_positive_int("k", k)
+        if k > self.num_items:
+            raise ValueError(
+                f"`k` must be at most num_items={self.num_items}. Received: k={k}"
+            )
+        item_ids = self._check_item_ids(item_ids)
+        all_ids, all_scores = [], []
+        for start in range(0, len(item_ids), batch_size):
+            batch = item_ids[start : start + batch_size]
+            scores = ops.convert_to_numpy(self.score(self._context(batch))).copy()
+            scores[:, 0] = -np.inf
+            if exclude_seen:
+                rows = np.repeat(np.arange(len(batch)), batch.shape[1])
+                scores[rows, batch.reshape(-1)] = -np.inf
+                scores[:, 0] = -np.inf
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            top_scores = np.take_along_axis(scores, top, axis=1)
+            order = np.argsort(-top_scores, axis=1, kind="stable")
+            ids = np.take_along_axis(top, order, axis=1).astype("int32")
+            top_scores = np.take_along_axis(top_scores, order, axis=1)
+            ids[np.isneginf(top_scores)] = -1
+            all_ids.append(ids)
+            all_scores.append(top_scores.astype("float32"))
+        return np.concatenate(all_ids), np.concatenate(all_scores)
+
+    # ---------------------------------------------------------------- config
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        if isinstance(x, np.ndarray):
+            self._check_item_ids(x, "x")
+        if isinstance(y, np.ndarray):
+            self._check_item_ids(y, "y")
+        return super().fit(x, y, *args, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_items": self.num_items,
+                "max_len": self.max_len,
+                "hidden_dim": self.hidden_dim,
+                "num_blocks": self.num_blocks,
+                "num_heads": self.num_heads,
+                "dropout": self.dropout,
+                "attention_dropout": self.attention_dropout,
+                "intermediate_dim": self.intermediate_dim,
+                "activation": self.activation,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("trainable",):
+            config.pop(key, None)
+        return cls(**config)

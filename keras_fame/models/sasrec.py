@@ -1,0 +1,62 @@
+"""SASRec: self-attentive sequential recommendation."""
+
+import keras
+
+from keras_fame.layers.transformer_block import TransformerBlock
+from keras_fame.models.base import SequentialRecommender
+
+
+@keras.saving.register_keras_serializable(package="keras_fame")
+class SASRec(SequentialRecommender):
+    """SASRec (Kang & McAuley, 2018) trained with full-softmax cross-entropy.
+
+    Item plus learned position embedding, LayerNorm and dropout, then
+    `num_blocks` causal `TransformerBlock`s (post-LayerNorm, GELU FFN of size
+    `intermediate_dim`, as in the S3-Rec/ICLRec code the FAME paper compares
+    with). The score of item `v` after position `t` is `E[v] . F_t` (Eq. 6).
+
+    Args:
+        num_items: Number of items; ids are `1..num_items`, 0 is padding.
+        max_len: Longest history the model reads (its context window).
+        hidden_dim: Embedding and hidden size `d`.
+        num_blocks: Number of Transformer blocks `L`.
+        num_heads: Attention heads per block.
+        dropout: Dropout of the embeddings and residual branches.
+        attention_dropout: Dropout of the attention probabilities (defaults to
+            `dropout`).
+        intermediate_dim: FFN inner size (defaults to `4 * hidden_dim`).
+        activation: FFN activation.
+        **kwargs: `keras.Model` arguments (`name`, `dtype`).
+
+    Example:
+    >>> model = keras_fame.models.SASRec(num_items=100, max_len=20, hidden_dim=16)
+    >>> model.compile(optimizer="adam")
+    >>> ids, scores = model.recommend(np.array([[0, 0, 3, 7, 9]]), k=5)
+
+    References:
+        - Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018.
+    """
+
+    def __init__(self, num_items: int, **kwargs):
+        super().__init__(num_items, **kwargs)
+        self.build()
+
+    def _build_encoder(self, shape):
+        self.blocks = []
+        for index in range(self.num_blocks):
+            block = TransformerBlock(
+                self.num_heads,
+                self.intermediate_dim,
+                dropout=self.dropout,
+                attention_dropout=self.attention_dropout,
+                activation=self.activation,
+                dtype=self.dtype_policy,
+                name=f"block_{index}",
+            )
+            block.build(shape)
+            self.blocks.append(block)
+
+    def _encode(self, x, padding_mask, training=None, details=False):
+        for block in self.blocks:
+            x = block(x, padding_mask=padding_mask, training=training)
+        return x

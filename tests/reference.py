@@ -1,0 +1,63 @@
+"""NumPy implementations of the paper's equations, written from the spec."""
+
+import numpy as np
+
+
+def softmax(x, axis=-1):
+    x = x - x.max(axis=axis, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def moe_query_attention(
+    x, wq, wk, wv, wr=None, bq=None, bk=None, bv=None, padding=None, causal=True
+):
+    """Eqs. 12-17 with explicit loops over batch, head, expert and position.
+
+    x (B, L, d); wq (d, H, N, k); wk, wv (d, H, k); wr (H, N*k, N).
+    Returns out (B, L, H, k) and routing (B, L, H, N).
+    """
+    b_size, length, _ = x.shape
+    _, heads, experts, k = wq.shape
+    if padding is None:
+        padding = np.ones((b_size, length), bool)
+    out = np.zeros((b_size, length, heads, k))
+    routing = np.zeros((b_size, length, heads, experts))
+    for b in range(b_size):
+        for h in range(heads):
+            keys = x[b] @ wk[:, h] + (0 if bk is None else bk[h])
+            values = x[b] @ wv[:, h] + (0 if bv is None else bv[h])
+            for i in range(length):
+                allowed = [
+                    j
+                    for j in range(length)
+                    if padding[b, j] and padding[b, i] and (j <= i or not causal)
+                ]
+                if not allowed:
+                    routing[b, i, h] = 1.0 / experts if experts > 1 else 1.0
+                    continue
+                f = []
+                for n in range(experts):
+                    q = x[b, i] @ wq[:, h, n] + (0 if bq is None else bq[h, n])
+                    s = np.array([q @ keys[j] / np.sqrt(k) for j in allowed])
+                    a = softmax(s)
+                    f.append(sum(a[t] * values[j] for t, j in enumerate(allowed)))
+                f = np.stack(f)  # (N, k)
+                if experts == 1:
+                    beta = np.ones(1)
+                else:
+                    beta = softmax(np.concatenate(f) @ wr[h])
+                routing[b, i, h] = beta
+                out[b, i, h] = (beta[:, None] * f).sum(0)
+    return out, routing
+
+
+def facet_gated_scores(states, items, wf, wg, bg):
+    """Eqs. 8-11, one head at a time. states (B, H, k); items (C, d)."""
+    heads = states.shape[-2]
+    gate = softmax(states.reshape(len(states), -1) @ wg + bg)  # (B, H)
+    head_scores = np.stack(
+        [(items @ wf[h]) @ states[:, h].T for h in range(heads)], axis=1
+    )  # (C, H, B)
+    head_scores = head_scores.transpose(2, 1, 0)  # (B, H, C)
+    return (gate[:, :, None] * head_scores).sum(1), gate, head_scores

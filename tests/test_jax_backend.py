@@ -1,0 +1,71 @@
+"""The layers and models are keras.ops only: they must run on the JAX backend."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPT = textwrap.dedent(
+    """
+    import numpy as np
+    import keras
+    from keras import ops
+    assert keras.backend.backend() == "jax"
+    from keras_fame.layers import MoEQueryAttention, FacetGatedScorer
+    from keras_fame.models import FAME
+    from tests.reference import moe_query_attention, facet_gated_scores
+
+    rng = np.random.default_rng(0)
+    layer = MoEQueryAttention(2, 3)
+    x = rng.normal(size=(2, 5, 8)).astype("float32")
+    out, routing = layer(x, return_routing=True)
+    g = ops.convert_to_numpy
+    ref, ref_routing = moe_query_attention(
+        x, g(layer.query_kernel), g(layer.key_kernel), g(layer.value_kernel),
+        g(layer.router_kernel))
+    np.testing.assert_allclose(g(out), ref, atol=1e-5)
+    np.testing.assert_allclose(g(routing), ref_routing, atol=1e-5)
+
+    scorer = FacetGatedScorer(2)
+    states = rng.normal(size=(3, 2, 4)).astype("float32")
+    items = rng.normal(size=(7, 8)).astype("float32")
+    scores = scorer(states, items)
+    ref_scores, _, _ = facet_gated_scores(
+        states, items, g(scorer.facet_kernel), g(scorer.gate_kernel), g(scorer.gate_bias))
+    np.testing.assert_allclose(g(scores), ref_scores, rtol=1e-4, atol=1e-4)
+
+    model = FAME(num_items=20, num_experts=2, max_len=6, hidden_dim=8, num_heads=2)
+    ids = rng.integers(1, 21, size=(4, 6)).astype("int32")
+    ids[:, :2] = 0
+    targets = np.roll(ids, -1, axis=1)
+    targets[ids == 0] = 0
+    model.compile(optimizer="adam")
+    loss = model.fit(ids, targets, epochs=2, verbose=0).history["loss"]
+    assert np.isfinite(loss).all()
+    assert model.recommend(ids, k=3)[0].shape == (4, 3)
+    print("JAX OK")
+    """
+)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("jax") is None, reason="jax is not installed"
+)
+def test_layers_and_model_run_on_jax():
+    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(ROOT))
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "JAX OK" in result.stdout

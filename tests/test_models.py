@@ -1,0 +1,260 @@
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_fame.models import FAME, SASRec
+
+NUM_ITEMS = 40
+MAX_LEN = 12
+
+
+def _batch(seed=0, batch=6):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(1, NUM_ITEMS + 1, size=(batch, MAX_LEN)).astype("int32")
+    lengths = rng.integers(2, MAX_LEN + 1, size=batch)
+    for row, length in enumerate(lengths):
+        x[row, : MAX_LEN - length] = 0
+    y = np.zeros_like(x)
+    y[:, :-1] = x[:, 1:]
+    y[x == 0] = 0
+    y[:, -1] = rng.integers(1, NUM_ITEMS + 1, size=batch)
+    return x, y
+
+
+def _models(dropout=0.0):
+    kwargs = dict(
+        num_items=NUM_ITEMS,
+        max_len=MAX_LEN,
+        hidden_dim=16,
+        num_heads=2,
+        num_blocks=2,
+        dropout=dropout,
+    )
+    return [SASRec(**kwargs), FAME(num_experts=3, **kwargs)]
+
+
+@pytest.fixture(params=["sasrec", "fame"])
+def model(request):
+    sasrec, fame = _models()
+    return sasrec if request.param == "sasrec" else fame
+
+
+def _np(x):
+    return ops.convert_to_numpy(x)
+
+
+def test_causality(model):
+    x, _ = _batch()
+    changed = x.copy()
+    changed[:, 8:] = (changed[:, 8:] % NUM_ITEMS) + 1
+    a, b = _np(model(x)), _np(model(changed))
+    np.testing.assert_allclose(a[:, :8], b[:, :8], atol=1e-5)
+    assert not np.allclose(a[:, 8:], b[:, 8:])
+
+
+def test_left_padding_invariance(model):
+    history = np.array([[5, 9, 2, 33]], "int32")
+    short = np.concatenate([np.zeros((1, 2), "int32"), history], axis=1)
+    full = np.concatenate([np.zeros((1, MAX_LEN - 4), "int32"), history], axis=1)
+    np.testing.assert_allclose(_np(model(history)), _np(model(full))[:, -4:], atol=1e-5)
+    np.testing.assert_allclose(
+        _np(model(short))[:, -4:], _np(model(full))[:, -4:], atol=1e-5
+    )
+    np.testing.assert_allclose(
+        _np(model.score(history)), _np(model.score(full)), atol=1e-4
+    )
+
+
+def test_batch_composition_does_not_matter(model):
+    x, _ = _batch()
+    together = _np(model.score(x))
+    alone = np.concatenate([_np(model.score(x[i : i + 1])) for i in range(len(x))])
+    np.testing.assert_allclose(together, alone, atol=1e-4)
+
+
+def test_loss_is_cross_entropy_over_real_positions(model):
+    x, y = _batch()
+    vectors = _np(model(x))
+    table = _np(model.item_embedding.embeddings)
+    losses = []
+    for b, t in zip(*np.nonzero(y), strict=True):
+        logits = table[1:] @ vectors[b, t]  # padding is not a candidate
+        logits = logits - logits.max()
+        losses.append(np.log(np.exp(logits).sum()) - logits[y[b, t] - 1])
+    loss = model.compute_loss(x, y, model(x))
+    np.testing.assert_allclose(_np(loss), np.mean(losses), rtol=1e-5)
+
+
+def test_score_and_recommend(model):
+    x, _ = _batch()
+    scores = _np(model.score(x))
+    assert scores.shape == (len(x), NUM_ITEMS + 1)
+    assert (scores[:, 0] < scores[:, 1:].min(axis=1)).all()
+    ids, top_scores = model.recommend(x, k=5)
+    assert ids.shape == (len(x), 5) and ids.dtype == np.int32
+    for row in range(len(x)):
+        assert 0 not in ids[row]
+        assert not set(ids[row]) & set(x[row])
+        assert (np.diff(top_scores[row]) <= 0).all()
+        unseen = np.setdiff1d(np.arange(1, NUM_ITEMS + 1), x[row])
+        best = unseen[np.argsort(-scores[row, unseen], kind="stable")[:5]]
+        np.testing.assert_array_equal(ids[row], best)
+    ids_all, _ = model.recommend(x, k=5, exclude_seen=False)
+    assert (ids_all != 0).all()
+
+
+def test_recommend_reads_the_context_window_and_excludes_the_whole_history(model):
+    rng = np.random.default_rng(3)
+    long_history = rng.integers(1, NUM_ITEMS + 1, size=(2, MAX_LEN + 10)).astype(
+        "int32"
+    )
+    np.testing.assert_allclose(
+        _np(model.score(long_history)),
+        _np(model.score(long_history[:, -MAX_LEN:])),
+        atol=1e-5,
+    )
+    ids, _ = model.recommend(long_history, k=3)
+    for row in range(2):
+        assert not set(ids[row]) & set(long_history[row])
+
+
+def test_recommend_with_fewer_unseen_items_than_k():
+    model = SASRec(num_items=4, max_len=5, hidden_dim=8, num_heads=2)
+    ids, scores = model.recommend(np.array([[1, 2, 3]]), k=3)
+    assert (
+        ids[0, 0] == 4 and (ids[0, 1:] == -1).all() and np.isneginf(scores[0, 1:]).all()
+    )
+
+
+def test_out_of_vocabulary_ids_raise(model):
+    with pytest.raises(
+        ValueError, match=f"item id {NUM_ITEMS + 1}.*\\[0, {NUM_ITEMS}\\]"
+    ):
+        model.score(np.array([[1, NUM_ITEMS + 1]]))
+    with pytest.raises(ValueError, match="item id -3"):
+        model.recommend(np.array([[-3, 2]]))
+    with pytest.raises(ValueError, match="`x` holds item id"):
+        model.fit(np.array([[1, 99]]), np.array([[1, 2]]), verbose=0)
+    with pytest.raises(ValueError, match="at most max_len"):
+        model(np.ones((1, MAX_LEN + 1), "int32"))
+    with pytest.raises(ValueError, match="`k` must be at most"):
+        model.recommend(np.array([[1, 2]]), k=NUM_ITEMS + 1)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"hidden_dim": 10, "num_heads": 4}, "hidden_dim=10, num_heads=4"),
+        ({"num_items": 0}, "num_items"),
+        ({"dropout": -0.1}, "dropout"),
+        ({"num_experts": 0}, "num_experts"),
+    ],
+)
+def test_bad_model_arguments(kwargs, message):
+    args = dict(num_items=10, hidden_dim=16, num_heads=2, num_experts=2)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        FAME(**args)
+
+
+def test_keras_round_trip(model, tmp_path):
+    x, y = _batch()
+    model.compile(optimizer="adam")
+    model.fit(x, y, epochs=1, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert type(restored) is type(model)
+    assert restored.get_config() == model.get_config()
+    np.testing.assert_allclose(_np(restored.score(x)), _np(model.score(x)), atol=1e-6)
+
+
+def test_fame_facet_weights_are_distributions():
+    _, fame = _models()
+    x, _ = _batch()
+    facets = fame.facet_weights(x)
+    assert facets["gate"].shape == (len(x), 2)
+    assert facets["routing"].shape == (len(x), 2, 3)
+    np.testing.assert_allclose(facets["gate"].sum(-1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(facets["routing"].sum(-1), 1.0, atol=1e-6)
+    every = fame.facet_weights(x, all_positions=True)
+    assert every["routing"].shape == (len(x), MAX_LEN, 2, 3)
+
+
+def test_fame_explain_is_consistent_with_the_gate():
+    _, fame = _models()
+    x, _ = _batch(batch=2)
+    report = fame.explain(x, k=4)
+    assert report["head_top_ids"].shape == (2, 2, 4)
+    table = _np(fame.item_embedding.embeddings)
+    vectors = _np(fame(x))[:, -1]
+    final = vectors @ table.T
+    for row in range(2):
+        np.testing.assert_allclose(
+            report["top_scores"][row],
+            final[row, report["top_ids"][row]],
+            rtol=1e-4,
+            atol=1e-5,
+        )
+        for head in range(2):
+            assert not set(report["head_top_ids"][row, head]) & set(x[row])
+
+
+def test_from_sasrec_copies_the_pretrained_parts():
+    sasrec, _ = _models()
+    for weight in sasrec.weights:  # make the source distinctive
+        weight.assign(weight + 0.1)
+    fame = FAME.from_sasrec(sasrec, num_experts=4)
+    get = ops.convert_to_numpy
+    np.testing.assert_array_equal(
+        get(fame.item_embedding.embeddings), get(sasrec.item_embedding.embeddings)
+    )
+    np.testing.assert_array_equal(
+        get(fame.position_embedding.embeddings),
+        get(sasrec.position_embedding.embeddings),
+    )
+    for a, b in zip(fame.blocks[0].weights, sasrec.blocks[0].weights, strict=True):
+        np.testing.assert_array_equal(get(a), get(b))
+    src, dst = sasrec.blocks[-1].attention, fame.fame_block.attention
+    for name in ("key_kernel", "value_kernel", "key_bias", "value_bias"):
+        np.testing.assert_array_equal(get(getattr(dst, name)), get(getattr(src, name)))
+    assert tuple(dst.query_kernel.shape) == (16, 2, 4, 8)
+    # Lower blocks are identical, so hidden states entering the last block agree.
+    x, _ = _batch()
+    hs, ms = sasrec._embed(x)
+    hf, mf = fame._embed(x)
+    np.testing.assert_allclose(
+        get(sasrec.blocks[0](hs, ms)), get(fame.blocks[0](hf, mf)), atol=1e-6
+    )
+
+
+def test_from_sasrec_pretrained_experts_start_from_the_sasrec_query():
+    sasrec, _ = _models()
+    fame = FAME.from_sasrec(
+        sasrec, num_experts=3, expert_init="pretrained", expert_noise=0.0
+    )
+    get = ops.convert_to_numpy
+    src = get(sasrec.blocks[-1].attention.query_kernel)
+    dst = get(fame.fame_block.attention.query_kernel)
+    for n in range(3):
+        np.testing.assert_allclose(dst[:, :, n], src[:, :, 0])
+    with pytest.raises(ValueError, match="hidden_dim"):
+        FAME.from_sasrec(sasrec, num_experts=2, hidden_dim=32)
+    with pytest.raises(ValueError, match="expert_init"):
+        FAME.from_sasrec(sasrec, num_experts=2, expert_init="copy")
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_training_stays_finite(policy):
+    keras.config.set_dtype_policy(policy)
+    for model in _models(dropout=0.1):
+        x, y = _batch()
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        history = model.fit(x, y, epochs=2, verbose=0)
+        assert np.isfinite(history.history["loss"]).all()
+        scores = _np(model.score(x))
+        assert scores.dtype == np.float32 and np.isfinite(scores).all()
+        if isinstance(model, FAME):
+            facets = model.facet_weights(x)
+            np.testing.assert_allclose(facets["routing"].sum(-1), 1.0, atol=1e-2)

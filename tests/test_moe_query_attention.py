@@ -1,0 +1,220 @@
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_fame.layers import MoEQueryAttention
+from tests.reference import moe_query_attention
+
+
+def _layer_with_random_weights(
+    num_heads, num_experts, hidden_dim, use_bias=False, seed=0
+):
+    layer = MoEQueryAttention(num_heads, num_experts, use_bias=use_bias)
+    layer.build((None, None, hidden_dim))
+    rng = np.random.default_rng(seed)
+    for weight in layer.weights:
+        weight.assign(rng.normal(0, 0.5, size=weight.shape).astype("float32"))
+    return layer
+
+
+def _numpy(layer, x, padding=None, causal=True):
+    get = lambda w: None if w is None else ops.convert_to_numpy(w)  # noqa: E731
+    return moe_query_attention(
+        x,
+        get(layer.query_kernel),
+        get(layer.key_kernel),
+        get(layer.value_kernel),
+        get(layer.router_kernel),
+        get(layer.query_bias),
+        get(layer.key_bias),
+        get(layer.value_bias),
+        padding=padding,
+        causal=causal,
+    )
+
+
+@pytest.mark.parametrize(
+    "num_heads,num_experts,use_bias", [(2, 3, False), (1, 4, True), (4, 1, True)]
+)
+def test_matches_numpy_reference(num_heads, num_experts, use_bias):
+    layer = _layer_with_random_weights(num_heads, num_experts, 8, use_bias)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 6, 8)).astype("float32")
+    padding = np.ones((2, 6), bool)
+    padding[1, :2] = False
+    out, routing = layer(x, padding_mask=padding, return_routing=True)
+    ref_out, ref_routing = _numpy(layer, x, padding)
+    np.testing.assert_allclose(ops.convert_to_numpy(out), ref_out, atol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(routing), ref_routing, atol=1e-5)
+
+
+def test_non_causal_matches_reference():
+    layer = _layer_with_random_weights(2, 2, 8)
+    x = np.random.default_rng(2).normal(size=(1, 5, 8)).astype("float32")
+    out = layer(x, use_causal_mask=False)
+    ref_out, _ = _numpy(layer, x, causal=False)
+    np.testing.assert_allclose(ops.convert_to_numpy(out), ref_out, atol=1e-5)
+
+
+def test_weight_names_and_shapes():
+    layer = MoEQueryAttention(num_heads=2, num_experts=3)
+    layer.build((None, 5, 8))
+    assert tuple(layer.query_kernel.shape) == (8, 2, 3, 4)
+    assert tuple(layer.key_kernel.shape) == (8, 2, 4)
+    assert tuple(layer.value_kernel.shape) == (8, 2, 4)
+    assert tuple(layer.router_kernel.shape) == (2, 3 * 4, 3)
+    assert len(layer.trainable_weights) == 4
+
+
+def test_one_expert_is_plain_multi_head_attention():
+    """N=1 equals Keras' MultiHeadAttention with an identity output projection."""
+    hidden, heads = 8, 2
+    layer = _layer_with_random_weights(heads, 1, hidden, use_bias=True)
+    mha = keras.layers.MultiHeadAttention(heads, hidden // heads)
+    x = np.random.default_rng(3).normal(size=(2, 5, hidden)).astype("float32")
+    mha(x, x)
+    get = ops.convert_to_numpy
+    eye = np.eye(hidden, dtype="float32").reshape(heads, hidden // heads, hidden)
+    mha.set_weights(
+        [
+            get(layer.query_kernel)[:, :, 0],
+            get(layer.query_bias)[:, 0],
+            get(layer.key_kernel),
+            get(layer.key_bias),
+            get(layer.value_kernel),
+            get(layer.value_bias),
+            eye,
+            np.zeros(hidden, "float32"),
+        ]
+    )
+    expected = ops.convert_to_numpy(mha(x, x, use_causal_mask=True))
+    out, routing = layer(x, return_routing=True)
+    out = ops.convert_to_numpy(out).reshape(2, 5, hidden)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    np.testing.assert_array_equal(ops.convert_to_numpy(routing), 1.0)
+
+
+def test_causality():
+    layer = _layer_with_random_weights(2, 4, 8)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(1, 7, 8)).astype("float32")
+    changed = x.copy()
+    changed[:, 4:] = rng.normal(size=(1, 3, 8))
+    a = ops.convert_to_numpy(layer(x))
+    b = ops.convert_to_numpy(layer(changed))
+    np.testing.assert_allclose(a[:, :4], b[:, :4], atol=1e-6)
+    assert not np.allclose(a[:, 4:], b[:, 4:])
+
+
+def test_left_padding_does_not_change_real_positions():
+    layer = _layer_with_random_weights(2, 3, 8)
+    rng = np.random.default_rng(5)
+    real = rng.normal(size=(1, 4, 8)).astype("float32")
+    padded = np.concatenate(
+        [rng.normal(size=(1, 3, 8)).astype("float32"), real], axis=1
+    )
+    mask = np.array([[False] * 3 + [True] * 4])
+    a, ra = layer(real, return_routing=True)
+    b, rb = layer(padded, padding_mask=mask, return_routing=True)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(b)[:, 3:], ops.convert_to_numpy(a), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(rb)[:, 3:], ops.convert_to_numpy(ra), atol=1e-5
+    )
+    np.testing.assert_array_equal(ops.convert_to_numpy(b)[:, :3], 0.0)
+
+
+def test_keras_mask_is_honoured():
+    layer = _layer_with_random_weights(2, 2, 8)
+    ids = np.array([[0, 0, 3, 5, 2]])
+    embedding = keras.layers.Embedding(10, 8, mask_zero=True)
+    x = embedding(ids)
+    implicit = layer(x)  # the Keras mask travels with x
+    explicit = layer(x, padding_mask=ids != 0)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(implicit), ops.convert_to_numpy(explicit)
+    )
+
+
+def test_routing_is_a_distribution():
+    layer = _layer_with_random_weights(2, 5, 8)
+    x = np.random.default_rng(6).normal(size=(3, 6, 8)).astype("float32")
+    _, routing = layer(x, return_routing=True)
+    routing = ops.convert_to_numpy(routing)
+    assert routing.shape == (3, 6, 2, 5)
+    assert (routing >= 0).all()
+    np.testing.assert_allclose(routing.sum(-1), 1.0, atol=1e-6)
+
+
+def test_config_round_trip():
+    layer = MoEQueryAttention(
+        num_heads=2, num_experts=3, dropout=0.1, use_bias=True, name="moe"
+    )
+    clone = MoEQueryAttention.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    restored = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert isinstance(restored, MoEQueryAttention)
+    assert restored.num_experts == 3 and restored.use_bias
+
+
+def test_symbolic_shape_matches_eager():
+    layer = MoEQueryAttention(num_heads=2, num_experts=3)
+    x = keras.Input((5, 8))
+    symbolic, routing = layer(x, return_routing=True)
+    assert symbolic.shape == (None, 5, 2, 4)
+    assert routing.shape == (None, 5, 2, 3)
+    eager = layer(np.zeros((3, 5, 8), "float32"))
+    assert eager.shape == (3, 5, 2, 4)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"num_heads": 2, "num_experts": 0}, "num_experts"),
+        ({"num_heads": 0, "num_experts": 2}, "num_heads"),
+        ({"num_heads": 2, "num_experts": 2, "dropout": 1.5}, "dropout"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MoEQueryAttention(**kwargs)
+
+
+def test_non_divisible_hidden_dim():
+    with pytest.raises(
+        ValueError, match="divisible by `num_heads`.*hidden_dim=10, num_heads=4"
+    ):
+        MoEQueryAttention(num_heads=4, num_experts=2)(np.zeros((1, 3, 10), "float32"))
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_softmaxes_stay_finite(policy):
+    layer = MoEQueryAttention(num_heads=2, num_experts=3, dtype=policy)
+    x = (np.random.default_rng(7).normal(size=(2, 6, 8)) * 300).astype("float32")
+    padding = np.ones((2, 6), bool)
+    padding[0, :5] = False
+    out, routing = layer(x, padding_mask=padding, return_routing=True)
+    assert out.dtype == policy.split("_")[1]
+    assert np.isfinite(ops.convert_to_numpy(ops.cast(out, "float32"))).all()
+    routing = ops.convert_to_numpy(ops.cast(routing, "float32"))
+    assert np.isfinite(routing).all()
+    np.testing.assert_allclose(routing.sum(-1), 1.0, atol=1e-2)
+
+
+def test_dropout_only_in_training():
+    layer = _layer_with_random_weights(2, 2, 8)
+    layer_drop = MoEQueryAttention(2, 2, dropout=0.5)
+    layer_drop.build((None, None, 8))
+    layer_drop.set_weights(layer.get_weights())
+    x = np.random.default_rng(8).normal(size=(2, 6, 8)).astype("float32")
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(layer_drop(x, training=False)),
+        ops.convert_to_numpy(layer(x)),
+        atol=1e-6,
+    )
+    assert not np.allclose(
+        ops.convert_to_numpy(layer_drop(x, training=True)),
+        ops.convert_to_numpy(layer(x)),
+    )
