@@ -29,7 +29,9 @@ Three layers of API:
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -448,6 +450,11 @@ class RankingEvaluation(keras.callbacks.Callback):
         prefix: Prefix of the keys written into `logs`.
         min_delta: Smallest increase of `monitor` that counts as improvement.
         run_eagerly: Call `model.score` eagerly (debugging only).
+        state_dir: Folder where the early-stopping state (best value and
+            epoch, best weights, history) is saved after every evaluation
+            and reloaded at the start of training, so that a run resumed
+            with `keras.callbacks.BackupAndRestore` keeps its patience
+            count and its best weights.
 
     Attributes:
         best: Best value of `monitor` so far (`-inf` before any evaluation).
@@ -482,6 +489,7 @@ class RankingEvaluation(keras.callbacks.Callback):
         prefix: str = "val_",
         min_delta: float = 0.0,
         run_eagerly: bool = False,
+        state_dir: str | None = None,
     ):
         super().__init__()
         self.ks = _check_ks(ks)
@@ -523,6 +531,7 @@ class RankingEvaluation(keras.callbacks.Callback):
         self.prefix = prefix
         self.min_delta = float(min_delta)
         self.run_eagerly = bool(run_eagerly)
+        self.state_dir = None if state_dir is None else os.fspath(state_dir)
         self._evaluator = None
         self._reset()
 
@@ -535,6 +544,46 @@ class RankingEvaluation(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._reset()
+        self._load_state()
+
+    # With `state_dir`, the early-stopping state (best value, best epoch, the
+    # best weights, the history) survives an interruption: together with
+    # `keras.callbacks.BackupAndRestore` a rerun continues where it stopped.
+    def _state_paths(self):
+        return (
+            os.path.join(self.state_dir, "ranking_state.json"),
+            os.path.join(self.state_dir, "best.weights.h5"),
+        )
+
+    def _load_state(self) -> None:
+        if self.state_dir is None:
+            return
+        state_path, weights_path = self._state_paths()
+        if not os.path.exists(state_path):
+            return
+        with open(state_path) as f:
+            state = json.load(f)
+        self.best = state["best"]
+        self.best_epoch = state["best_epoch"]
+        self.history = state["history"]
+        if self.restore_best_weights and os.path.exists(weights_path):
+            current = self.model.get_weights()
+            self.model.load_weights(weights_path)
+            self.best_weights = self.model.get_weights()
+            self.model.set_weights(current)
+
+    def _save_state(self, improved: bool) -> None:
+        if self.state_dir is None:
+            return
+        os.makedirs(self.state_dir, exist_ok=True)
+        state_path, weights_path = self._state_paths()
+        if improved and self.restore_best_weights:
+            self.model.save_weights(weights_path + ".tmp.weights.h5")
+            os.replace(weights_path + ".tmp.weights.h5", weights_path)
+        state = {"best": self.best, "best_epoch": self.best_epoch, "history": self.history}
+        with open(state_path + ".tmp", "w") as f:
+            json.dump(state, f, default=float)
+        os.replace(state_path + ".tmp", state_path)
 
     def evaluate(self) -> dict:
         """Evaluates the current model on `valid_dataset` (no side effects).
@@ -575,6 +624,7 @@ class RankingEvaluation(keras.callbacks.Callback):
         ):
             self.stopped_epoch = epoch
             self.model.stop_training = True
+        self._save_state(improved)
 
         if self.verbose:
             shown = " - ".join(

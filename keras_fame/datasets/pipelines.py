@@ -22,6 +22,8 @@ def make_train_dataset(
     shuffle: bool = True,
     seed: int | None = 0,
     drop_remainder: bool = False,
+    bucket: bool = False,
+    bucket_window: int = 32,
 ) -> tf.data.Dataset:
     """Builds the training pipeline `(item_ids, next_item_ids)`.
 
@@ -35,10 +37,21 @@ def make_train_dataset(
         shuffle: shuffle all rows, again at every epoch (iteration).
         seed: shuffle seed; the same seed gives the same sequence of epochs.
         drop_remainder: drop the last, smaller batch.
+        bucket: length bucketing. The shuffled rows are taken `bucket_window`
+            batches at a time, sorted by length inside that window and cut
+            into batches, the batches are shuffled again, and every batch is
+            trimmed to its longest row (dropping leading columns that are
+            padding in every row). No item is dropped; the models' outputs
+            at real positions do not depend on the amount of left padding,
+            so the loss of each row is unchanged, and an epoch costs far
+            less on short-history data (Amazon: about 8 items per user,
+            `max_len` 50).
+        bucket_window: batches per sorting window (bucketing only).
 
     Returns:
         A `tf.data.Dataset` of `(item_ids, next_item_ids)`, both int32 of
-        shape `(batch, max_len)`, prefetched.
+        shape `(batch, max_len)` (with `bucket=True`: `(batch, length)`,
+        `length <= max_len` varying per batch), prefetched.
 
     Example:
     >>> import numpy as np
@@ -55,6 +68,11 @@ def make_train_dataset(
             "`inputs` and `targets` must be 2-D arrays of the same shape; got "
             f"{inputs.shape} and {targets.shape}"
         )
+    if len(inputs) == 0:
+        raise ValueError(
+            "no training rows: a user needs at least 4 items to have one (inputs "
+            "s_1..s_{n-3}; s_{n-1} and s_n are held out for validation and test)"
+        )
     check_id_range(inputs, num_items, "inputs")
     check_id_range(targets, num_items, "targets")
     if ((inputs == 0) & (targets != 0)).any():
@@ -68,12 +86,36 @@ def make_train_dataset(
     rows = tf.data.Dataset.range(len(inputs))
     if shuffle:
         rows = rows.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
-    rows = rows.batch(batch_size, drop_remainder=drop_remainder)
-    dataset = rows.map(
-        lambda index: (tf.gather(x, index), tf.gather(y, index)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
+    if not bucket:
+        rows = rows.batch(batch_size, drop_remainder=drop_remainder)
+        dataset = rows.map(
+            lambda index: (tf.gather(x, index), tf.gather(y, index)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    _check_batch_size(bucket_window)
+    lengths = tf.constant(np.count_nonzero(inputs, axis=1).astype(np.int64))
+    max_len = inputs.shape[1]
+
+    def sort_window(index):
+        return tf.gather(index, tf.argsort(tf.gather(lengths, index), stable=True))
+
+    def gather_and_trim(index):
+        width = tf.reduce_max(tf.gather(lengths, index))
+        width = tf.cast(tf.maximum(width, 1), tf.int32)
+        return (
+            tf.gather(x, index)[:, max_len - width :],
+            tf.gather(y, index)[:, max_len - width :],
+        )
+
+    rows = rows.batch(batch_size * bucket_window).map(sort_window, deterministic=True)
+    rows = rows.unbatch().batch(batch_size, drop_remainder=drop_remainder)
+    if shuffle:
+        batch_seed = None if seed is None else seed + 1
+        rows = rows.shuffle(bucket_window, seed=batch_seed, reshuffle_each_iteration=True)
+    dataset = rows.map(gather_and_trim, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

@@ -500,6 +500,9 @@ def preprocess_interactions(
     report.output_interactions = len(items)
     report.output_users = len(kept_users)
     report.output_items = len(by_appearance)
-    if report.input_interactions != report.output_interactions + report.dropped_interactions:
+    if (
+        report.input_interactions
+        != report.output_interactions + report.dropped_interactions
+    ):
         raise RuntimeError(f"preprocessing lost interactions silently:\n{report}")
     return PreprocessResult(items, offsets, vocabulary, report)

@@ -236,13 +236,11 @@ def _convert_ids(
     if values.isna().any():
         bad = values.index[values.isna().to_numpy()][0]
         raise ValueError(
-            f"{where}, {_row_label(kind, bad)}: missing value in id column "
-            f"{column!r}"
+            f"{where}, {_row_label(kind, bad)}: missing value in id column {column!r}"
         )
     if pd.api.types.is_bool_dtype(values):
         raise ValueError(
-            f"{where}: column {column!r} holds booleans; expected integer or "
-            "string ids"
+            f"{where}: column {column!r} holds booleans; expected integer or string ids"
         )
     if pd.api.types.is_integer_dtype(values):
         return values.to_numpy(dtype=np.int64)
@@ -261,8 +259,7 @@ def _convert_ids(
     if empty.any():
         bad = values.index[empty][0]
         raise ValueError(
-            f"{where}, {_row_label(kind, bad)}: missing value in id column "
-            f"{column!r}"
+            f"{where}, {_row_label(kind, bad)}: missing value in id column {column!r}"
         )
     is_int = text.str.fullmatch(_CANONICAL_INT).to_numpy(dtype=bool)
     if id_type == "int":
@@ -297,26 +294,32 @@ def _convert_time(values: pd.Series, column: str, where: str, kind: str) -> np.n
                 f"column {column!r}"
             )
         array = values.to_numpy()
-        return array.astype(np.int64 if np.issubdtype(array.dtype, np.integer) else float)
+        return array.astype(
+            np.int64 if np.issubdtype(array.dtype, np.integer) else float
+        )
     text = values.astype(str).str.strip()
     empty = (text == "").to_numpy()
     if empty.any():
         bad = values.index[empty][0]
         raise ValueError(
-            f"{where}, {_row_label(kind, bad)}: missing value in time column "
-            f"{column!r}"
+            f"{where}, {_row_label(kind, bad)}: missing value in time column {column!r}"
         )
     numbers = pd.to_numeric(text, errors="coerce")
     if not numbers.isna().any():
         array = numbers.to_numpy()
-        return array.astype(np.int64 if np.issubdtype(array.dtype, np.integer) else float)
+        return array.astype(
+            np.int64 if np.issubdtype(array.dtype, np.integer) else float
+        )
     try:
         dates = pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
     except (ValueError, TypeError):  # pragma: no cover - pandas version quirks
         dates = pd.Series(pd.NaT, index=text.index)
     if not dates.isna().any():
-        return dates.dt.tz_localize(None).astype("datetime64[ns]").to_numpy().astype(
-            np.int64
+        return (
+            dates.dt.tz_localize(None)
+            .astype("datetime64[ns]")
+            .to_numpy()
+            .astype(np.int64)
         )
     bad_mask = (numbers.isna() & dates.isna()).to_numpy()
     bad = values.index[bad_mask][0] if bad_mask.any() else values.index[0]
@@ -326,11 +329,17 @@ def _convert_time(values: pd.Series, column: str, where: str, kind: str) -> np.n
     )
 
 
-def _read_table(path: Path, sep: str | None, file_format: str | None) -> tuple[pd.DataFrame, str]:
+def _read_table(
+    path: Path, sep: str | None, file_format: str | None
+) -> tuple[pd.DataFrame, str]:
     """Reads a CSV/TSV/Parquet file; returns the frame and its row kind."""
     suffix = path.suffix.lower()
     fmt = (file_format or "").lower() or (
-        "parquet" if suffix in _PARQUET_SUFFIXES else "csv" if suffix in _TEXT_FORMATS or sep else None
+        "parquet"
+        if suffix in _PARQUET_SUFFIXES
+        else "csv"
+        if suffix in _TEXT_FORMATS or sep
+        else None
     )
     if fmt is None:
         raise ValueError(
@@ -471,7 +480,7 @@ def _diagnose_delimited(
                     f"{len(fields)} fields '{sep.join(fields)}', got "
                     f"{len(values)}: {line!r}"
                 )
-            for name, value in zip(fields, values):
+            for name, value in zip(fields, values, strict=True):
                 value = value.strip()
                 if name in float_fields:
                     try:
@@ -524,10 +533,15 @@ def read_movielens_dat(path: PathLike) -> pd.DataFrame:
         )
         if frame.isna().any().any():
             raise ValueError("missing values")
-    except (ValueError, pd.errors.ParserError):
-        _diagnose_delimited(path, "::", fields, (), header=False)
-        raise ValueError(f"{path}: cannot parse as 'user::item::rating::timestamp'")
-    return frame
+    except (ValueError, pd.errors.ParserError) as e:
+        failure = str(e)
+    else:
+        return frame
+    # Slow path, only on failure: find the first bad line for the message.
+    _diagnose_delimited(path, "::", fields, (), header=False)
+    raise ValueError(
+        f"{path}: cannot parse as 'user::item::rating::timestamp': {failure}"
+    )
 
 
 def read_movielens_csv(path: PathLike) -> pd.DataFrame:
@@ -553,7 +567,9 @@ def read_movielens_csv(path: PathLike) -> pd.DataFrame:
     with open(path, encoding="utf-8", errors="replace") as f:
         header = f.readline().strip()
     if not header:
-        raise ValueError(f"{path}: file is empty; expected the header {','.join(expected)}")
+        raise ValueError(
+            f"{path}: file is empty; expected the header {','.join(expected)}"
+        )
     names = [c.strip() for c in header.split(",")]
     for column in expected:
         if column not in names:
@@ -564,15 +580,24 @@ def read_movielens_csv(path: PathLike) -> pd.DataFrame:
     try:
         frame = pd.read_csv(
             path,
-            dtype={"userId": np.int64, "movieId": np.int64, "timestamp": np.int64,
-                   "rating": np.float64},
+            dtype={
+                "userId": np.int64,
+                "movieId": np.int64,
+                "timestamp": np.int64,
+                "rating": np.float64,
+            },
             engine="c",
         )
         if frame[expected].isna().any().any():
             raise ValueError("missing values")
-    except (ValueError, pd.errors.ParserError):
+    except (ValueError, pd.errors.ParserError) as e:
+        failure = str(e)
+    else:
+        failure = None
+    if failure is not None:
+        # Slow path, only on failure: find the first bad line for the message.
         _diagnose_delimited(path, ",", names, ("rating",), header=True)
-        raise ValueError(f"{path}: cannot parse as {','.join(expected)}")
+        raise ValueError(f"{path}: cannot parse as {','.join(expected)}: {failure}")
     if len(frame) == 0:
         raise ValueError(f"{path}: no ratings (the file has only a header)")
     return pd.DataFrame(
@@ -625,7 +650,12 @@ def read_movielens_tfds(
             "https://grouplens.org/datasets/movielens/20m/ and pass its folder "
             "as `data_dir`."
         ) from None
-    columns: dict[str, list[np.ndarray]] = {"user": [], "item": [], "time": [], "rating": []}
+    columns: dict[str, list[np.ndarray]] = {
+        "user": [],
+        "item": [],
+        "time": [],
+        "rating": [],
+    }
     for batch in tfds.as_numpy(dataset.batch(1 << 18)):
         columns["user"].append(batch["user_id"].astype(np.int64))
         columns["item"].append(batch["movie_id"].astype(np.int64))

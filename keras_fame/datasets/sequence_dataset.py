@@ -85,12 +85,21 @@ class SequenceDataset:
         report: PreprocessReport | None = None,
         name: str = "custom",
     ):
-        arrays = [np.asarray(s) for s in sequences]
+        arrays = [np.asarray(s) if len(s) else np.zeros(0, np.int64) for s in sequences]
         lengths = np.asarray([len(a) for a in arrays], dtype=np.int64)
         offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         items = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
-        self._init(items, offsets, num_items, user_ids, item_attributes, vocabulary, report, name)
+        self._init(
+            items,
+            offsets,
+            num_items,
+            user_ids,
+            item_attributes,
+            vocabulary,
+            report,
+            name,
+        )
 
     @classmethod
     def from_flat(
@@ -127,7 +136,17 @@ class SequenceDataset:
             raise TypeError(f"unexpected keyword arguments: {sorted(kwargs)}")
         return self
 
-    def _init(self, items, offsets, num_items, user_ids, item_attributes, vocabulary, report, name):
+    def _init(
+        self,
+        items,
+        offsets,
+        num_items,
+        user_ids,
+        item_attributes,
+        vocabulary,
+        report,
+        name,
+    ):
         if items.size and items.dtype.kind not in "iu":
             raise ValueError(f"item ids must be integers, got dtype {items.dtype}")
         if len(offsets) < 2:
@@ -302,9 +321,13 @@ class SequenceDataset:
             Two int32 arrays of shape `(rows, max_len)`, left-padded with 0:
             `targets[r, t]` is the item that follows `inputs[r, t]`.
         """
-        return _splits.train_arrays(self._items, self._offsets, max_len, windows, stride)
+        return _splits.train_arrays(
+            self._items, self._offsets, max_len, windows, stride
+        )
 
-    def eval_arrays(self, split: str = "valid", max_len: int = 50) -> tuple[dict, np.ndarray]:
+    def eval_arrays(
+        self, split: str = "valid", max_len: int = 50
+    ) -> tuple[dict, np.ndarray]:
         """Padded evaluation rows as NumPy arrays.
 
         Args:
@@ -319,7 +342,9 @@ class SequenceDataset:
             `(users,)`.
         """
         rows = _splits.eval_arrays(self._items, self._offsets, split, max_len)
-        seen = _splits.right_pad_segments(self._items, rows.history_starts, rows.history_ends)
+        seen = _splits.right_pad_segments(
+            self._items, rows.history_starts, rows.history_ends
+        )
         return {"item_ids": rows.item_ids, "seen_ids": seen}, rows.targets
 
     # -------------------------------------------------------------- tf.data
@@ -333,6 +358,7 @@ class SequenceDataset:
         windows: bool = False,
         stride: int | None = None,
         drop_remainder: bool = False,
+        bucket: bool = False,
     ):
         """The training pipeline: `(item_ids, next_item_ids)` batches.
 
@@ -343,6 +369,8 @@ class SequenceDataset:
             seed: shuffle seed; the same seed gives the same order every run.
             windows, stride: see `train_arrays`.
             drop_remainder: drop the final smaller batch.
+            bucket: length-bucketed batches trimmed to their longest row
+                (see `pipelines.make_train_dataset`): same rows, less padding.
 
         Returns:
             A `tf.data.Dataset` of int32 `(batch, max_len)` pairs, left-padded
@@ -356,10 +384,19 @@ class SequenceDataset:
 
         inputs, targets = self.train_arrays(max_len, windows, stride)
         return make_train_dataset(
-            inputs, targets, self.num_items, batch_size, shuffle, seed, drop_remainder
+            inputs,
+            targets,
+            self.num_items,
+            batch_size,
+            shuffle,
+            seed,
+            drop_remainder,
+            bucket=bucket,
         )
 
-    def eval_dataset(self, split: str = "valid", batch_size: int = 256, max_len: int = 50):
+    def eval_dataset(
+        self, split: str = "valid", batch_size: int = 256, max_len: int = 50
+    ):
         """An evaluation pipeline: `({"item_ids", "seen_ids"}, target)` batches.
 
         Every evaluated user appears exactly once, in dataset order; the final
@@ -382,7 +419,9 @@ class SequenceDataset:
         rows = _splits.eval_arrays(self._items, self._offsets, split, max_len)
         return make_eval_dataset(
             rows.item_ids,
-            _splits.concat_segments(self._items, rows.history_starts, rows.history_ends),
+            _splits.concat_segments(
+                self._items, rows.history_starts, rows.history_ends
+            ),
             rows.history_ends - rows.history_starts,
             rows.targets,
             self.num_items,
@@ -451,7 +490,13 @@ def from_interactions(
     [[1, 2, 3], [2, 3, 1]]
     """
     frame = read_interactions(
-        source, user_col, item_col, time_col, sep=sep, file_format=file_format, id_type=id_type
+        source,
+        user_col,
+        item_col,
+        time_col,
+        sep=sep,
+        file_format=file_format,
+        id_type=id_type,
     )
     result = preprocess_interactions(
         frame,
@@ -461,7 +506,11 @@ def from_interactions(
         duplicates=duplicates,
     )
     if name is None:
-        name = "dataframe" if isinstance(source, pd.DataFrame) else os.path.basename(str(source))
+        name = (
+            "dataframe"
+            if isinstance(source, pd.DataFrame)
+            else os.path.basename(str(source))
+        )
     attributes = None
     if item_attributes is not None:
         attributes = {

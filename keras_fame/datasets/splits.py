@@ -74,12 +74,16 @@ def right_pad_segments(
     width = int(lengths.max()) if len(lengths) else 0
     out = np.zeros((len(starts), width), dtype=np.int32)
     row = np.repeat(np.arange(len(starts)), lengths)
-    within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    within = np.arange(int(lengths.sum())) - np.repeat(
+        np.cumsum(lengths) - lengths, lengths
+    )
     out[row, within] = values[starts[row] + within]
     return out
 
 
-def concat_segments(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+def concat_segments(
+    values: np.ndarray, starts: np.ndarray, ends: np.ndarray
+) -> np.ndarray:
     """Concatenates `values[starts[r]:ends[r]]` for every row `r` (vectorised).
 
     Example:
@@ -244,7 +248,9 @@ def check_id_range(array: np.ndarray, num_items: int, name: str) -> None:
     if array.size == 0:
         return
     if array.dtype.kind not in "iu":
-        raise ValueError(f"`{name}` must hold integer item ids, got dtype {array.dtype}")
+        raise ValueError(
+            f"`{name}` must hold integer item ids, got dtype {array.dtype}"
+        )
     bad = (array < 0) | (array > num_items)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -256,4 +262,6 @@ def check_id_range(array: np.ndarray, num_items: int, name: str) -> None:
 
 def _check_max_len(max_len: int) -> None:
     if not isinstance(max_len, int | np.integer) or max_len < 1:
-        raise ValueError(f"`max_len` must be a positive integer. Received: max_len={max_len!r}")
+        raise ValueError(
+            f"`max_len` must be a positive integer. Received: max_len={max_len!r}"
+        )

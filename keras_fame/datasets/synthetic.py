@@ -147,7 +147,11 @@ def make_synthetic(
             f"`preferences_per_user` must lie in [1, {min(facet_sizes)}] (the "
             f"smallest facet). Received: preferences_per_user={preferences_per_user}"
         )
-    for arg, value in (("switch_prob", switch_prob), ("skip_prob", skip_prob), ("noise", noise)):
+    for arg, value in (
+        ("switch_prob", switch_prob),
+        ("skip_prob", skip_prob),
+        ("noise", noise),
+    ):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"`{arg}` must lie in [0, 1]. Received: {arg}={value}")
 
@@ -209,12 +213,18 @@ def make_synthetic(
             seq.append(item)
         sequences.append(np.asarray(seq, dtype=np.int32))
 
-    attribute_offsets = 1 + np.concatenate([[0], np.cumsum(facet_sizes)[:-1]]).astype(np.int64)
+    attribute_offsets = 1 + np.concatenate([[0], np.cumsum(facet_sizes)[:-1]]).astype(
+        np.int64
+    )
     item_attributes = {
         i: [int(attribute_offsets[f] + item_facets[i, f]) for f in range(num_facets)]
         for i in range(1, num_items + 1)
     }
-    names = ("genre", "brand") if num_facets == 2 else tuple(f"facet_{f}" for f in range(num_facets))
+    names = (
+        ("genre", "brand")
+        if num_facets == 2
+        else tuple(f"facet_{f}" for f in range(num_facets))
+    )
     truth = SyntheticGroundTruth(
         facet_names=names,
         facet_sizes=facet_sizes,

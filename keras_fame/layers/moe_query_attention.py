@@ -6,11 +6,11 @@ import keras
 from keras import ops
 
 from keras_fame.layers._utils import (
+    _MASK_VALUE,
     check_positive_int,
     check_rate,
     clone_initializer,
     default_initializer,
-    masked_softmax,
 )
 
 
@@ -155,21 +155,19 @@ class MoEQueryAttention(keras.layers.Layer):
             self.router_kernel = kernel("router_kernel", (h, n * k, n))
         self.built = True
 
-    def _attention_mask(self, x, padding_mask, use_causal_mask):
-        """Boolean mask broadcastable to (batch, heads, experts, query, key)."""
-        mask = None
+    def _attention_bias(self, x, padding_mask, use_causal_mask):
+        """Additive float32 bias `(batch or 1, 1, 1, query, key)`: 0 or -1e9."""
+        allowed = None
         if padding_mask is not None:
-            padding_mask = ops.cast(padding_mask, "bool")
-            keys = padding_mask[:, None, None, None, :]
-            queries = padding_mask[:, None, None, :, None]
-            mask = ops.logical_and(keys, queries)
+            allowed = ops.cast(padding_mask, "bool")[:, None, None, None, :]
         if use_causal_mask:
-            length = ops.shape(x)[1]
-            positions = ops.arange(length)
+            positions = ops.arange(ops.shape(x)[1])
             causal = ops.greater_equal(positions[:, None], positions[None, :])
             causal = causal[None, None, None, :, :]
-            mask = causal if mask is None else ops.logical_and(mask, causal)
-        return mask
+            allowed = causal if allowed is None else ops.logical_and(allowed, causal)
+        if allowed is None:
+            return None
+        return ops.where(allowed, 0.0, _MASK_VALUE)
 
     def call(
         self,
@@ -182,37 +180,49 @@ class MoEQueryAttention(keras.layers.Layer):
     ):
         if padding_mask is None:
             padding_mask = mask
-        queries = ops.einsum("bld,dhnk->blhnk", x, self.query_kernel)
-        keys = ops.einsum("bld,dhk->blhk", x, self.key_kernel)
-        values = ops.einsum("bld,dhk->blhk", x, self.value_kernel)
+        h, n, k = self.num_heads, self.num_experts, self.head_dim
+        length = ops.shape(x)[1]
+        # Layouts are chosen so that both attention products are plain batched
+        # matmuls over (batch, head), the experts' queries stacked along rows.
+        queries = ops.einsum("bld,dhnk->bhnlk", x, self.query_kernel)
+        keys = ops.einsum("bld,dhk->bhlk", x, self.key_kernel)
+        values = ops.einsum("bld,dhk->bhlk", x, self.value_kernel)
         if self.use_bias:
-            queries = queries + self.query_bias
-            keys = keys + self.key_bias
-            values = values + self.value_bias
-        queries = queries * ops.cast(1.0 / math.sqrt(self.head_dim), queries.dtype)
+            queries = queries + self.query_bias[None, :, :, None, :]
+            keys = keys + self.key_bias[None, :, None, :]
+            values = values + self.value_bias[None, :, None, :]
+        queries = queries * ops.cast(1.0 / math.sqrt(k), queries.dtype)
+        queries = ops.reshape(queries, (-1, h, n * length, k))
 
-        # (batch, heads, experts, query, key)
-        logits = ops.einsum("bqhnk,bshk->bhnqs", queries, keys)
-        attention_mask = self._attention_mask(x, padding_mask, use_causal_mask)
-        probs = masked_softmax(logits, attention_mask, axis=-1)
-        probs = ops.cast(probs, self.compute_dtype)
+        logits = ops.matmul(queries, ops.swapaxes(keys, -1, -2))
+        logits = ops.reshape(logits, (-1, h, n, length, length))
+        logits = ops.cast(logits, "float32")
+        bias = self._attention_bias(x, padding_mask, use_causal_mask)
+        if bias is not None:
+            logits = logits + bias
+        probs = ops.cast(ops.softmax(logits, axis=-1), self.compute_dtype)
         probs = self._dropout_layer(probs, training=training)
-        # (batch, length, heads, experts, head_dim)
-        expert_outputs = ops.einsum("bhnqs,bshk->bqhnk", probs, values)
+        probs = ops.reshape(probs, (-1, h, n * length, length))
+        # (batch, heads, experts, length, head_dim)
+        expert_outputs = ops.reshape(ops.matmul(probs, values), (-1, h, n, length, k))
 
-        if self.num_experts == 1:
-            outputs = expert_outputs[:, :, :, 0, :]
-            routing = ops.ones_like(expert_outputs[..., 0])
+        if n == 1:
+            outputs = ops.transpose(expert_outputs[:, :, 0], (0, 2, 1, 3))
+            routing = ops.ones_like(outputs[..., :1])
         else:
-            h, n, k = self.num_heads, self.num_experts, self.head_dim
             router_kernel = ops.reshape(self.router_kernel, (h, n, k, n))
             router_logits = ops.einsum(
-                "blhnk,hnkm->blhm", expert_outputs, router_kernel
+                "bhnlk,hnkm->blhm", expert_outputs, router_kernel
             )
             routing = ops.cast(
-                masked_softmax(router_logits, None, axis=-1), self.compute_dtype
+                ops.softmax(ops.cast(router_logits, "float32"), axis=-1),
+                self.compute_dtype,
             )
-            outputs = ops.einsum("blhn,blhnk->blhk", routing, expert_outputs)
+            outputs = ops.einsum("blhn,bhnlk->blhk", routing, expert_outputs)
+        if padding_mask is not None:
+            # Padding positions attend to nothing: their output is zero.
+            is_real = ops.cast(padding_mask, outputs.dtype)[:, :, None, None]
+            outputs = outputs * is_real
         if return_routing:
             return outputs, routing
         return outputs

@@ -1,0 +1,205 @@
+"""Times one training epoch of SASRec and of FAME, and compares with matmul peak.
+
+Setting (issue 2): Amazon Sports, d=64, 2 blocks, 2 heads, FAME with 4
+experts, max_len 50, batch 256, Adam 1e-3, full-softmax cross-entropy.
+
+Prints, and saves as JSON:
+- the epoch time of each model (measured in the same process, after a
+  warm-up) and FAME's time as a ratio of SASRec's;
+- the floating-point work of an epoch (counted from the shapes that are
+  actually computed) and the achieved FLOP/s against the machine's measured
+  float32 matrix-multiply peak; `matmul_bound_ratio` is the epoch time divided
+  by the time a purely matmul-bound implementation would need for the same
+  work (goal: at most 2).
+
+Usage:
+    python benchmarks/bench_epoch.py --data-dir ../shared/datasets/amazon
+    python benchmarks/bench_epoch.py --dataset sports --bucket  # length buckets
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_fame import datasets  # noqa: E402
+from keras_fame.models import FAME, SASRec  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
+    """Best float32 matmul throughput (FLOP/s) of this machine, via TensorFlow."""
+    a = tf.random.normal((size, size))
+    b = tf.random.normal((size, size))
+    matmul = tf.function(lambda a, b: tf.matmul(a, b))
+    matmul(a, b).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def epoch_shapes(train) -> list[tuple[int, int, int]]:
+    """(rows, width, real targets) of every batch of one epoch of `train`."""
+    return [
+        (int(x.shape[0]), int(x.shape[1]), int(np.count_nonzero(y.numpy())))
+        for x, y in train
+    ]
+
+
+def epoch_flops(shapes, model_kind, d, blocks, heads, experts, num_items, ffn):
+    """Forward+backward FLOPs (3x forward) of the matmuls of one epoch.
+
+    Counts what the implementation computes: every position of every batch
+    as it is fed (padded to the batch's width) for the blocks, and the real
+    (non-padding) target positions only for the item logits. Elementwise work
+    (softmax, LayerNorm, GELU, Adam) is left out.
+    """
+    forward = 0.0
+    head_dim = d // heads
+    for rows, width, real in shapes:
+        tokens = rows * width
+        sasrec_block = 2 * (4 * d * d + 2 * d * ffn) + 2 * 2 * width * d
+        forward += tokens * sasrec_block * (blocks - 1)
+        if model_kind == "sasrec":
+            forward += tokens * sasrec_block
+        else:
+            fame = 2 * (d * d * experts + 2 * d * d)  # expert queries, keys, values
+            fame += 2 * 2 * width * d * experts  # every expert attends
+            fame += 2 * heads * experts * head_dim * experts  # router
+            fame += 2 * 2 * heads * head_dim * head_dim  # FFN'
+            fame += 2 * d * heads + 2 * heads * head_dim * d  # gate + facet query
+            forward += tokens * fame
+        forward += real * 2 * d * (num_items + 1)
+    return 3.0 * forward
+
+
+def run(args):
+    keras.utils.set_random_seed(args.seed)
+    data = datasets.load(args.dataset, data_dir=args.data_dir)
+    inputs, targets = data.train_arrays(max_len=args.max_len)
+    kwargs = dict(
+        num_items=data.num_items,
+        max_len=args.max_len,
+        hidden_dim=args.hidden_dim,
+        num_blocks=args.num_blocks,
+        num_heads=args.num_heads,
+        dropout=0.5,
+    )
+    peak = matmul_peak_flops()
+    print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s")
+    results = {}
+    for kind in ("sasrec", "fame"):
+        keras.utils.set_random_seed(args.seed)
+        if kind == "sasrec":
+            model = SASRec(**kwargs)
+        else:
+            model = FAME(num_experts=args.num_experts, **kwargs)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        train = data.train_dataset(
+            batch_size=args.batch_size,
+            max_len=args.max_len,
+            seed=args.seed,
+            **({"bucket": True} if args.bucket else {}),
+        )
+        model.fit(train.take(args.warmup_steps), epochs=1, verbose=0)  # trace
+        times = []
+        for _ in range(args.epochs):
+            start = time.perf_counter()
+            history = model.fit(train, epochs=1, verbose=0)
+            times.append(time.perf_counter() - start)
+        flops = epoch_flops(
+            epoch_shapes(train),
+            kind,
+            args.hidden_dim,
+            args.num_blocks,
+            args.num_heads,
+            args.num_experts,
+            data.num_items,
+            4 * args.hidden_dim,
+        )
+        seconds = min(times)
+        results[kind] = {
+            "epoch_seconds": seconds,
+            "epoch_seconds_all": times,
+            "sequences_per_second": len(inputs) / seconds,
+            "loss": history.history["loss"][-1],
+            "epoch_gflop": flops / 1e9,
+            "achieved_gflops": flops / seconds / 1e9,
+            "fraction_of_peak": flops / seconds / peak,
+            "matmul_bound_seconds": flops / peak,
+            "matmul_bound_ratio": seconds / (flops / peak),
+        }
+        print(
+            f"{kind:6s} epoch {seconds:7.2f} s  ({len(inputs) / seconds:7.0f} seq/s)  "
+            f"{flops / seconds / 1e9:6.1f} GFLOP/s = {flops / seconds / peak:.0%} of peak; "
+            f"{seconds / (flops / peak):.2f}x a matmul-bound epoch"
+        )
+    ratio = results["fame"]["epoch_seconds"] / results["sasrec"]["epoch_seconds"]
+    print(f"FAME / SASRec epoch time: {ratio:.2f}x (goal <= 1.25x)")
+    try:
+        commit = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True).strip()
+        dirty = subprocess.check_output(["git", "status", "--porcelain"], cwd=ROOT, text=True)
+        commit += "+dirty" if dirty.strip() else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    report = {
+        "benchmark": "epoch_time",
+        "dataset": args.dataset,
+        "rows": int(len(inputs)),
+        "real_positions": int(np.count_nonzero(targets)),
+        "config": {k: v for k, v in vars(args).items() if k != "output"},
+        "seed": args.seed,
+        "matmul_peak_gflops": peak / 1e9,
+        "models": results,
+        "fame_over_sasrec": ratio,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "commit": commit,
+        "command": "python benchmarks/bench_epoch.py " + " ".join(args.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"saved {out}")
+
+
+def main(argv=None):
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="sports")
+    parser.add_argument("--data-dir", default=os.environ.get("KERAS_FAME_DATA_DIR"))
+    parser.add_argument("--max-len", type=int, default=50)
+    parser.add_argument("--hidden-dim", type=int, default=64)
+    parser.add_argument("--num-blocks", type=int, default=2)
+    parser.add_argument("--num-heads", type=int, default=2)
+    parser.add_argument("--num-experts", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=1, help="timed epochs per model")
+    parser.add_argument("--warmup-steps", type=int, default=5)
+    parser.add_argument("--bucket", action="store_true", help="length-bucketed batches")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=str(ROOT / "benchmarks/results/epoch_time.json"))
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    args.argv = argv
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,886 @@
+"""SavedModel export of SASRec/FAME for TensorFlow Serving (TensorFlow only).
+
+`export_for_serving` writes a trained model as a versioned SavedModel,
+`<base_dir>/<name>/<version>/`, the layout TF Serving's model server watches.
+The export holds plain TensorFlow variables and functions built from core
+TensorFlow ops: loading it needs neither `keras_fame` nor Keras, so the stock
+`tensorflow/serving` binary can serve it.
+
+Signatures (all take `item_ids`, int32 `(batch, length)`, any length,
+left-padded with 0):
+
+- `serving_default`: `top_k_ids` int32 `(batch, k)` and `top_k_scores`
+  float32 `(batch, k)`, best first, with the whole history excluded. The
+  padding id 0 is never returned; when fewer than `k` unseen items exist, the
+  missing slots hold id -1 and score -inf.
+- `score`: `scores` float32 `(batch, num_items + 1)`, the model's score of
+  every item id after the history (column 0, padding, holds -1e9), as
+  `model.score`.
+- `facets` (FAME only): `gate` float32 `(batch, num_heads)` and `routing`
+  float32 `(batch, num_heads, num_experts)` at the last position, as
+  `model.facet_weights`.
+
+How a request's histories are read, in every signature:
+
+1. Ids outside `1..num_items` (unknown, negative, and also 0s inside a
+   history) are padding: they are dropped and the remaining ids, in their
+   order, are shifted right (left-padded again). A history with an unknown id
+   therefore scores exactly like the same history without it.
+2. The most recent `max_len` of the remaining ids are the model's context;
+   `serving_default` still excludes the whole history from the top-k.
+3. An empty (`length == 0`) or all-padding history is valid: it gets the
+   model's answer for "no history".
+
+This module also emulates TF Serving's REST `:predict` JSON conversion
+(`rest_request_to_inputs`, `outputs_to_rest_response`, `rest_predict`), so
+that requests can be tested without the model server. It is our
+re-implementation of the documented behaviour and of
+`tensorflow_serving/util/json_tensor.cc`, not TF Serving code.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_fame.models.base import SequentialRecommender
+from keras_fame.models.fame import FAME
+
+__all__ = [
+    "RestRequest",
+    "SERVING_INPUT_NAME",
+    "export_for_serving",
+    "outputs_to_rest_response",
+    "rest_predict",
+    "rest_request_to_inputs",
+    "saved_model_op_types",
+]
+
+SERVING_INPUT_NAME = "item_ids"
+"""Name of the single input of every exported signature."""
+
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_METADATA_PATH = os.path.join("assets.extra", "keras_fame_export.json")
+# Ops that are registered in core TensorFlow but only run with Python
+# (tf.py_function / tf.numpy_function): the model server has no Python.
+_PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
+_INPUT_SIGNATURE = (tf.TensorSpec([None, None], tf.int32, name=SERVING_INPUT_NAME),)
+
+
+# ---------------------------------------------------------------------- export
+
+
+def export_for_serving(
+    model: SequentialRecommender,
+    base_dir: str | os.PathLike,
+    name: str = "fame",
+    version: int | None = None,
+    k: int = 10,
+    overwrite: bool = False,
+    verify: bool = True,
+) -> str:
+    """Writes a SASRec or FAME model as a SavedModel for TensorFlow Serving.
+
+    The export lands in `<base_dir>/<name>/<version>/`, TF Serving's layout
+    (point `--model_base_path` or the docker mount at `<base_dir>/<name>`).
+    It is written atomically: the SavedModel is saved into a hidden temporary
+    directory beside the target (`.tmp-...`, which TF Serving ignores as it is
+    not a number), checked, and only then renamed to the version directory,
+    so a half-written export never appears as a version. An existing version
+    is never replaced unless `overwrite=True`.
+
+    See the module docstring for the signatures (`serving_default`, `score`
+    and, for FAME, `facets`) and for how ids outside the vocabulary are
+    handled. A small JSON description of the export (model class, sizes, `k`,
+    signatures) is written to `assets.extra/keras_fame_export.json`; loaders
+    ignore it.
+
+    Args:
+        model: A built `keras_fame.models.SASRec` or `keras_fame.models.FAME`
+            on the TensorFlow backend.
+        base_dir: Directory holding the exported models (created if needed).
+        name: Model name, the directory under `base_dir` (TF Serving's
+            `MODEL_NAME`). Letters, digits, `_`, `-` and `.`.
+        version: Positive integer version. `None` picks the next one: one
+            more than the largest existing version, or 1.
+        k: Length of the top-k list of `serving_default`, fixed in the
+            export, `1 <= k <= model.num_items`.
+        overwrite: Replace `version` if it already exists. The old version is
+            renamed away and the new one renamed in, so there is a brief
+            instant without that version; prefer a new version number for a
+            live server.
+        verify: Before publishing, check that the graph uses only core
+            TensorFlow ops (no custom, XLA-only or Python ops), load the
+            temporary export with TensorFlow's session loader (the one TF
+            Serving uses) and check that `serving_default` and `score` agree
+            with `model.recommend` / `model.score` on a few probe histories.
+
+    Returns:
+        The path of the version directory, as a string.
+
+    Raises:
+        TypeError: `model` is not a SASRec/FAME model.
+        ValueError: Invalid `name`, `version` or `k`.
+        FileExistsError: `version` exists and `overwrite` is False.
+        RuntimeError: Not the TensorFlow backend, or `verify` found a problem
+            (nothing is published then).
+
+    Example:
+    >>> model = keras_fame.models.FAME(num_items=100, max_len=20, hidden_dim=16)
+    >>> path = keras_fame.export.export_for_serving(model, "/tmp/models", k=5)
+    >>> served = tf.saved_model.load(path).signatures["serving_default"]
+    >>> served(item_ids=tf.constant([[0, 0, 3, 7, 9]]))["top_k_ids"].shape
+    TensorShape([1, 5])
+    """
+    if not isinstance(model, SequentialRecommender):
+        raise TypeError(
+            "`model` must be a keras_fame.models.SASRec or "
+            f"keras_fame.models.FAME. Received: model of type {type(model)}"
+        )
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            "export_for_serving writes a TensorFlow SavedModel and needs the "
+            "TensorFlow backend (KERAS_BACKEND=tensorflow). Received backend: "
+            f"{keras.backend.backend()!r}"
+        )
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+        raise ValueError(
+            "`name` must be a non-empty directory name of letters, digits, '_', "
+            f"'-' and '.', not starting with '.'. Received: name={name!r}"
+        )
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or version < 1
+    ):
+        raise ValueError(
+            f"`version` must be a positive integer or None. Received: version={version!r}"
+        )
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"`k` must be a positive integer. Received: k={k!r}")
+    if k > model.num_items:
+        raise ValueError(
+            f"`k` must be at most the model's num_items={model.num_items}. "
+            f"Received: k={k}"
+        )
+
+    model_dir = os.path.join(os.fspath(base_dir), name)
+    os.makedirs(model_dir, exist_ok=True)
+    if version is None:
+        version = max(_existing_versions(model_dir), default=0) + 1
+    target = os.path.join(model_dir, str(version))
+    if os.path.lexists(target) and not overwrite:
+        raise FileExistsError(
+            f"Version {version} of model {name!r} already exists at {target}. "
+            "Pass overwrite=True to replace it, or version=None for the next "
+            "version."
+        )
+
+    module, signatures = _serving_module(model, k)
+    tmp = os.path.join(model_dir, f".tmp-{version}-{uuid.uuid4().hex}")
+    try:
+        tf.saved_model.save(module, tmp, signatures=signatures)
+        _write_metadata(tmp, model, k, signatures)
+        if verify:
+            _verify_export(tmp, model, k)
+        _publish(tmp, target, overwrite)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _existing_versions(model_dir: str) -> list[int]:
+    return [int(entry) for entry in os.listdir(model_dir) if entry.isdigit()]
+
+
+def _publish(tmp: str, target: str, overwrite: bool) -> None:
+    """Renames the finished export into place (atomic on one filesystem)."""
+    if not os.path.lexists(target):
+        try:
+            os.rename(tmp, target)
+        except OSError as error:
+            if os.path.lexists(target):
+                raise FileExistsError(
+                    f"{target} appeared while exporting (another export?); "
+                    "nothing was overwritten."
+                ) from error
+            raise
+        return
+    if not overwrite:
+        raise FileExistsError(f"{target} already exists; pass overwrite=True.")
+    parent, version = os.path.split(target)
+    old = os.path.join(parent, f".old-{version}-{uuid.uuid4().hex}")
+    os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except OSError:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _serving_module(model: SequentialRecommender, k: int):
+    """The tf.Module (variables + tf.functions) and its signatures."""
+    num_items, max_len = model.num_items, model.max_len
+
+    def prepare(item_ids):
+        # Ids outside 1..num_items become padding and are dropped: a stable
+        # sort moves padding to the left and keeps the real ids in order.
+        valid = tf.logical_and(item_ids > 0, item_ids <= num_items)
+        item_ids = tf.where(valid, item_ids, tf.zeros_like(item_ids))
+        order = tf.argsort(tf.cast(valid, tf.int32), axis=1, stable=True)
+        history = tf.gather(item_ids, order, batch_dims=1)
+        # An empty history still needs one (padding) position to read from.
+        pad = tf.maximum(1 - tf.shape(history)[1], 0)
+        history = tf.pad(history, [[0, 0], [pad, 0]])
+        return history, history[:, -max_len:]
+
+    def last_vectors(context):
+        return model(context, training=False)[:, -1, :]
+
+    @tf.function(input_signature=_INPUT_SIGNATURE, autograph=False)
+    def recommend(item_ids):
+        history, context = prepare(item_ids)
+        scores = tf.cast(model.logits(last_vectors(context)), tf.float32)
+        shape = tf.shape(history)
+        rows = tf.broadcast_to(tf.range(shape[0])[:, None], shape)
+        seen = tf.reshape(tf.stack([rows, history], axis=-1), [-1, 2])
+        minus_inf = tf.constant(-np.inf, tf.float32)
+        scores = tf.tensor_scatter_nd_update(
+            scores, seen, tf.fill([shape[0] * shape[1]], minus_inf)
+        )
+        is_padding = tf.equal(tf.range(num_items + 1), 0)[None, :]
+        scores = tf.where(is_padding, minus_inf, scores)
+        top_scores, top_ids = tf.math.top_k(scores, k=k)
+        top_ids = tf.where(tf.equal(top_scores, minus_inf), -1, top_ids)
+        return {
+            "top_k_ids": tf.cast(top_ids, tf.int32),
+            "top_k_scores": top_scores,
+        }
+
+    @tf.function(input_signature=_INPUT_SIGNATURE, autograph=False)
+    def score(item_ids):
+        _, context = prepare(item_ids)
+        return {"scores": tf.cast(model.logits(last_vectors(context)), tf.float32)}
+
+    module = tf.Module(name="keras_fame_serving")
+    module.recommend = recommend
+    module.score = score
+    signatures = {
+        "serving_default": recommend.get_concrete_function(),
+        "score": score.get_concrete_function(),
+    }
+    if isinstance(model, FAME):
+
+        @tf.function(input_signature=_INPUT_SIGNATURE, autograph=False)
+        def facets(item_ids):
+            _, context = prepare(item_ids)
+            x, padding_mask = model._embed(context, training=False)
+            out = model._encode(x, padding_mask, training=False, details=True)
+            return {
+                "gate": tf.cast(out["gate"][:, -1], tf.float32),
+                "routing": tf.cast(out["routing"][:, -1], tf.float32),
+            }
+
+        module.facets = facets
+        signatures["facets"] = facets.get_concrete_function()
+    # Track the tf.Variables the functions capture (not the Keras model nor its
+    # keras.Variable wrappers): the SavedModel then holds plain variables that
+    # both the TF2 loader and TF Serving's session loader restore. Tracking the
+    # keras.Variables instead saves a graph that tf.saved_model.load runs but
+    # the session loader does not ("Resource ... does not exist").
+    captured = {}
+    for function in signatures.values():
+        for variable in function.variables:
+            captured.setdefault(id(variable), variable)
+    module.model_variables = list(captured.values())
+    return module, signatures
+
+
+def _write_metadata(export_dir: str, model, k: int, signatures) -> None:
+    from keras_fame import __version__
+
+    def describe(specs):
+        return {
+            key: {"dtype": spec.dtype.name, "shape": spec.shape.as_list()}
+            for key, spec in specs.items()
+        }
+
+    metadata = {
+        "model": type(model).__name__,
+        "num_items": model.num_items,
+        "max_len": model.max_len,
+        "hidden_dim": model.hidden_dim,
+        "num_heads": model.num_heads,
+        "num_experts": getattr(model, "num_experts", None),
+        "k": k,
+        "signatures": {
+            key: {
+                "inputs": describe(fn.structured_input_signature[1]),
+                "outputs": describe(fn.structured_outputs),
+            }
+            for key, fn in signatures.items()
+        },
+        "keras_fame_version": __version__,
+        "tensorflow_version": tf.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    }
+    path = os.path.join(export_dir, _METADATA_PATH)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as file:
+        json.dump(metadata, file, indent=2)
+
+
+def _verify_export(export_dir: str, model: SequentialRecommender, k: int) -> None:
+    """Loads an export and checks ops and answers against the model."""
+    problems = _op_problems(saved_model_op_types(export_dir, with_attrs=True))
+    if problems:
+        raise RuntimeError(
+            "The export would not run on the stock TF Serving binary: "
+            + "; ".join(problems)
+        )
+    rng = np.random.default_rng(0)
+    length = model.max_len + 3
+    probes = rng.integers(1, model.num_items + 1, size=(4, length)).astype("int32")
+    probes[0, :-2] = 0  # short history
+    probes[1, :] = 0  # all padding
+    try:
+        served = _run_in_session(export_dir, ["serving_default", "score"], probes)
+    except Exception as error:  # any failure blocks publishing
+        raise RuntimeError(
+            "Verification failed: TensorFlow's session loader (the one TF "
+            f"Serving uses) cannot run the export: {error}"
+        ) from error
+    scores = served["score"]["scores"]
+    expected_scores = keras.ops.convert_to_numpy(model.score(probes))
+    expected_ids, _ = model.recommend(probes, k=k)
+    ids = served["serving_default"]["top_k_ids"]
+    if not np.allclose(scores, expected_scores, rtol=1e-4, atol=1e-4):
+        raise RuntimeError(
+            "Verification failed: the exported `score` signature disagrees with "
+            "model.score; nothing was published."
+        )
+    if (ids == 0).any() or ids.shape != expected_ids.shape:
+        raise RuntimeError(
+            "Verification failed: `serving_default` returned the padding id or "
+            f"a wrong shape {ids.shape}; nothing was published."
+        )
+    top = np.take_along_axis(expected_scores, np.maximum(ids, 0), axis=1)
+    expected_top = np.take_along_axis(
+        expected_scores, np.maximum(expected_ids, 0), axis=1
+    )
+    if not np.allclose(top, expected_top, rtol=1e-4, atol=1e-4):
+        raise RuntimeError(
+            "Verification failed: `serving_default` disagrees with "
+            "model.recommend; nothing was published."
+        )
+
+
+def _run_in_session(
+    export_dir: str, signature_names: list[str], item_ids: np.ndarray
+) -> dict[str, dict[str, np.ndarray]]:
+    """Runs signatures the way TF Serving does: TF1 loader, feeds by name.
+
+    TF Serving loads a SavedModel into a session (`LoadSavedModel`), restores
+    the variables with the saver in the MetaGraph and runs each SignatureDef
+    by its tensor names; this is the same path in Python.
+    """
+    from tensorflow.python.util import deprecation
+
+    results = {}
+    with tf.Graph().as_default() as graph:
+        with tf.compat.v1.Session(graph=graph) as session, deprecation.silence():
+            meta_graph = tf.compat.v1.saved_model.loader.load(
+                session, [tf.saved_model.SERVING], export_dir
+            )
+            for name in signature_names:
+                signature = meta_graph.signature_def[name]
+                feed = {signature.inputs[SERVING_INPUT_NAME].name: item_ids}
+                fetch = {key: info.name for key, info in signature.outputs.items()}
+                results[name] = session.run(fetch, feed)
+    return results
+
+
+# ------------------------------------------------------------------ op check
+
+
+def saved_model_op_types(
+    export_dir: str | os.PathLike, with_attrs: bool = False
+) -> set[str] | tuple[set[str], set[str]]:
+    """The op types a SavedModel's graph uses, read from `saved_model.pb`.
+
+    Calls of the SavedModel's own functions are not counted as op types.
+
+    Args:
+        export_dir: A SavedModel directory.
+        with_attrs: Also return the names of functions or nodes asking for XLA
+            compilation (`_XlaMustCompile`), which TF Serving cannot honour
+            on a CPU-only build.
+
+    Returns:
+        The set of op type names, or `(op_types, xla_compiled)` with
+        `with_attrs=True`.
+
+    Example:
+    >>> ops = keras_fame.export.saved_model_op_types("/tmp/models/fame/1")
+    >>> "MatMul" in ops
+    True
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    with open(os.path.join(os.fspath(export_dir), "saved_model.pb"), "rb") as file:
+        saved_model.ParseFromString(file.read())
+    op_types, xla = set(), set()
+    for meta_graph in saved_model.meta_graphs:
+        graph = meta_graph.graph_def
+        functions = {f.signature.name for f in graph.library.function}
+        nodes = list(graph.node)
+        for function in graph.library.function:
+            nodes.extend(function.node_def)
+            attr = function.attr.get("_XlaMustCompile")
+            if attr is not None and attr.b:
+                xla.add(function.signature.name)
+        for node in nodes:
+            if node.op not in functions:
+                op_types.add(node.op)
+            attr = node.attr.get("_XlaMustCompile")
+            if attr is not None and attr.b:
+                xla.add(node.name)
+    return (op_types, xla) if with_attrs else op_types
+
+
+def _op_problems(op_types_and_xla) -> list[str]:
+    from tensorflow.python.framework import op_def_registry
+
+    op_types, xla = op_types_and_xla
+    problems = []
+    unknown = sorted(op for op in op_types if op_def_registry.get(op) is None)
+    if unknown:
+        problems.append(f"ops not registered in core TensorFlow: {unknown}")
+    xla_ops = sorted(op for op in op_types if op.lstrip("_").startswith("Xla"))
+    if xla_ops:
+        problems.append(f"XLA-only ops: {xla_ops}")
+    python_ops = sorted(op_types & _PYTHON_OPS)
+    if python_ops:
+        problems.append(f"Python ops: {python_ops}")
+    if xla:
+        problems.append(f"functions marked for XLA compilation: {sorted(xla)}")
+    return problems
+
+
+# -------------------------------------------------------- REST (emulation)
+
+
+class RestRequest(NamedTuple):
+    """A TF Serving REST `:predict` request converted to tensors.
+
+    Attributes:
+        signature_name: The requested signature (`"serving_default"` when the
+            request names none).
+        inputs: Input name -> NumPy array, batched as TF Serving batches them.
+        format: `"row"` (`instances`) or `"columnar"` (`inputs`); the
+            response uses the matching layout.
+    """
+
+    signature_name: str
+    inputs: dict[str, np.ndarray]
+    format: str
+
+
+_JSON_DTYPES = {
+    "int8": (np.int8, "int"),
+    "int16": (np.int16, "int"),
+    "int32": (np.int32, "int"),
+    "uint8": (np.uint8, "int"),
+    "int64": (np.int64, "int"),
+    "float32": (np.float32, "float"),
+    "float64": (np.float64, "float"),
+    "bool": (np.bool_, "bool"),
+}
+
+
+def rest_request_to_inputs(
+    request: str | bytes | Mapping[str, Any],
+    input_dtypes: Mapping[str, str] | None = None,
+) -> RestRequest:
+    """Converts a TF Serving REST `:predict` body to input arrays (emulation).
+
+    Mirrors TF Serving's documented JSON mapping (`api_rest.md`) and its
+    `json_tensor.cc`, re-implemented in Python for tests and clients; it is
+    not TF Serving code. Rules:
+
+    - The body is an object with either `instances` (row format) or `inputs`
+      (columnar format), not both, and an optional string `signature_name`.
+    - Row format: a non-empty list with one element per example. With a
+      single named input an element may be the value itself
+      (`[[0, 12, 7]]`) or an object (`[{"item_ids": [0, 12, 7]}]`); objects
+      must hold exactly the signature's input names. The elements are
+      stacked along a new axis 0, so every element must have the same shape:
+      ragged histories are rejected, pad them (with 0, on the left) to one
+      length in the client.
+    - Columnar format: the value itself (single named input) or an object
+      mapping every input name to its full batched value.
+    - Values must be dense nested lists at a uniform depth and match the
+      input dtype: int inputs take JSON integers only (`1.0` or `true` is an
+      error), int32 ones within the int32 range.
+
+    Args:
+        request: The JSON body, as text or already parsed.
+        input_dtypes: The signature's input name -> dtype name. Defaults to
+            the exported signatures' `{"item_ids": "int32"}`.
+
+    Returns:
+        A `RestRequest(signature_name, inputs, format)`.
+
+    Raises:
+        ValueError: The request is malformed (TF Serving answers HTTP 400 with
+            `{"error": ...}` in these cases).
+
+    Example:
+    >>> parsed = keras_fame.export.rest_request_to_inputs(
+    ...     '{"instances": [{"item_ids": [0, 0, 12, 7]}]}')
+    >>> parsed.inputs["item_ids"]
+    array([[ 0,  0, 12,  7]], dtype=int32)
+    """
+    if input_dtypes is None:
+        input_dtypes = {SERVING_INPUT_NAME: "int32"}
+    if not input_dtypes:
+        raise ValueError("`input_dtypes` must name at least one input.")
+    for key, dtype in input_dtypes.items():
+        if str(dtype) not in _JSON_DTYPES:
+            raise ValueError(
+                f"Unsupported dtype {dtype!r} for input {key!r} in `input_dtypes`; "
+                f"supported: {sorted(_JSON_DTYPES)}"
+            )
+    if isinstance(request, (str, bytes, bytearray)):
+        if not request:
+            raise ValueError("JSON Parse error: The document is empty")
+        try:
+            request = json.loads(request)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"JSON Parse error: {error}") from error
+    if not isinstance(request, Mapping):
+        raise ValueError(f"JSON Value: {_short(request)} Is not object")
+    signature_name = request.get("signature_name", "serving_default")
+    if not isinstance(signature_name, str):
+        raise ValueError(
+            "'signature_name' key must be a string value. Received: "
+            f"{_short(signature_name)}"
+        )
+    signature_name = signature_name or "serving_default"
+    has_instances, has_inputs = "instances" in request, "inputs" in request
+    if has_instances and has_inputs:
+        raise ValueError(
+            "Not formatted correctly expecting only one of 'inputs' or "
+            "'instances' keys to exist"
+        )
+    names = sorted(input_dtypes)
+    if has_instances:
+        inputs = _rows_to_inputs(request["instances"], input_dtypes, names)
+        return RestRequest(signature_name, inputs, "row")
+    if has_inputs:
+        value = request["inputs"]
+        if isinstance(value, Mapping) and not _is_b64(value):
+            missing = [key for key in names if key not in value]
+            if missing:
+                raise ValueError(
+                    f"Missing named input: {missing[0]} in 'inputs' object."
+                )
+            inputs = {key: _to_array(value[key], input_dtypes[key]) for key in names}
+        else:
+            if len(names) > 1:
+                raise ValueError(
+                    "inputs is a plain value/list, but expecting an object as "
+                    "multiple input tensors required as per tensorinfo_map"
+                )
+            inputs = {names[0]: _to_array(value, input_dtypes[names[0]])}
+        return RestRequest(signature_name, inputs, "columnar")
+    raise ValueError("Missing 'inputs' or 'instances' key")
+
+
+def _rows_to_inputs(instances, input_dtypes, names) -> dict[str, np.ndarray]:
+    if not isinstance(instances, list):
+        raise ValueError("Excepting 'instances' to be an list/array")
+    if not instances:
+        raise ValueError("No values in 'instances' array")
+
+    def is_object(value):
+        return isinstance(value, Mapping) and not _is_b64(value)
+
+    as_objects = is_object(instances[0])
+    if not as_objects and len(names) > 1:
+        raise ValueError(
+            "instances is a plain list, but expecting list of objects as "
+            "multiple input tensors required as per tensorinfo_map"
+        )
+    columns: dict[str, list[np.ndarray]] = {key: [] for key in names}
+    for index, element in enumerate(instances):
+        if as_objects != is_object(element):
+            kind = "object but got list" if as_objects else "value/list but got object"
+            raise ValueError(f"Expecting {kind} at item {index} of input list")
+        items = element if as_objects else {names[0]: element}
+        for key, value in items.items():
+            if key not in input_dtypes:
+                raise ValueError(
+                    f"Failed to process element: {index} key: {key} of 'instances' "
+                    f"list. Error: JSON object: does not have named input: {key}"
+                )
+            try:
+                array = _to_array(value, input_dtypes[key])
+            except ValueError as error:
+                raise ValueError(
+                    f"Failed to process element: {index} of 'instances' list. "
+                    f"Error: {error}"
+                ) from error
+            if columns[key] and columns[key][0].shape != array.shape:
+                raise ValueError(
+                    f"Failed to process element: {index} key: {key} of 'instances' "
+                    f"list. Error: Expecting shape {list(columns[key][0].shape)} but "
+                    f"got: {list(array.shape)} (rows of one request must have the "
+                    "same length: pad histories with 0 on the left)"
+                )
+            columns[key].append(array)
+        if set(items) != set(names):
+            raise ValueError(
+                f"Failed to process element: {index} of 'instances' list. JSON "
+                f"object keys must be equal to: {','.join(names)}"
+            )
+    return {key: np.stack(values) for key, values in columns.items()}
+
+
+def _is_b64(value) -> bool:
+    return (
+        isinstance(value, Mapping)
+        and len(value) == 1
+        and isinstance(value.get("b64"), str)
+    )
+
+
+def _short(value, limit: int = 80) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _to_array(value, dtype: str) -> np.ndarray:
+    """A dense nested JSON list to an array; shape is read from first items."""
+    np_dtype, kind = _JSON_DTYPES[str(dtype)]
+    shape = []
+    probe = value
+    while isinstance(probe, list):
+        shape.append(len(probe))
+        if not probe:
+            break
+        probe = probe[0]
+    flat: list = []
+
+    def fill(node, level):
+        if not isinstance(node, list):
+            if level != len(shape):
+                raise ValueError(
+                    f"JSON Value: {_short(node)} found at incorrect level: "
+                    f"{level + 1} in the JSON DOM. Expected at level: {len(shape)}"
+                )
+            flat.append(_check_value(node, dtype, kind))
+            return
+        if level >= len(shape):
+            raise ValueError(
+                f"Encountered list at unexpected level: {level} expected < {len(shape)}"
+            )
+        if len(node) != shape[level]:
+            raise ValueError(
+                f"Encountered list at unexpected size: {len(node)} at level: "
+                f"{level} expected size: {shape[level]}"
+            )
+        for child in node:
+            fill(child, level + 1)
+
+    fill(value, 0)
+    return np.array(flat, dtype=np_dtype).reshape(shape)
+
+
+def _check_value(value, dtype: str, kind: str):
+    def type_error():
+        return ValueError(
+            f"JSON Value: {_short(value)} Type: {type(value).__name__} is not of "
+            f"expected type: {dtype}"
+        )
+
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise type_error()
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise type_error()
+    if kind == "int":
+        if not isinstance(value, int):
+            raise type_error()
+        info = np.iinfo(_JSON_DTYPES[dtype][0])
+        # TF Serving reads 8/16-bit ints as int32 (as its proto stores them).
+        low, high = (info.min, info.max) if dtype == "int64" else (-(2**31), 2**31 - 1)
+        if not low <= value <= high:
+            raise type_error()
+        return value
+    if isinstance(value, int):
+        digits = np.finfo(_JSON_DTYPES[dtype][0]).nmant + 1
+        if abs(value) > 2**digits - 1:
+            raise ValueError(
+                f"Cannot convert JSON value: {value} to {dtype} without loss of "
+                "precision."
+            )
+        return value
+    if math.isfinite(value):
+        limit = np.finfo(_JSON_DTYPES[dtype][0]).max
+        if abs(value) > limit:
+            raise ValueError(
+                f"Cannot convert JSON value: {value} to {dtype} without loss of "
+                "precision."
+            )
+    return value
+
+
+def _json_float(value: float, float32: bool):
+    """A float as TF Serving writes it: shortest of %g / %.9g that round-trips."""
+    if not math.isfinite(value):
+        return float(value)
+    cast = np.float32 if float32 else np.float64
+    text = f"{value:g}"
+    if cast(float(text)) != cast(value):
+        text = f"{value:.{9 if float32 else 17}g}"
+    return float(text)
+
+
+def _to_json_value(array: np.ndarray):
+    if array.dtype.kind == "f":
+        float32 = array.dtype.itemsize <= 4
+        flat = [_json_float(float(v), float32) for v in array.reshape(-1)]
+        return np.array(flat, dtype=object).reshape(array.shape).tolist()
+    if array.dtype.kind in "iub":
+        return array.tolist()
+    if array.dtype.kind in "SO":
+        return np.vectorize(
+            lambda v: v.decode() if isinstance(v, bytes) else v, otypes=[object]
+        )(array).tolist()
+    raise ValueError(f"Cannot write JSON for tensors of dtype {array.dtype}.")
+
+
+def outputs_to_rest_response(
+    outputs: Mapping[str, Any], format: str = "row"
+) -> dict[str, Any]:
+    """Converts signature outputs to TF Serving's REST response (emulation).
+
+    Row format (`instances` requests): `{"predictions": [...]}`, one entry per
+    example: an object `{output_name: value}` when the signature has several
+    outputs, the bare value when it has one. Every output must share the
+    batch size. Columnar format (`inputs` requests): `{"outputs": {name:
+    value}}`, or `{"outputs": value}` for a single output. Floats are written
+    as TF Serving writes them (six significant digits when that round-trips,
+    nine otherwise; -inf as `-Infinity`, which Python's `json` reads and
+    writes).
+
+    Args:
+        outputs: Output name -> tensor or array, as a signature returns them.
+        format: `"row"` or `"columnar"` (`RestRequest.format`).
+
+    Returns:
+        The response body as a JSON-serialisable dict.
+
+    Example:
+    >>> keras_fame.export.outputs_to_rest_response(
+    ...     {"top_k_ids": np.array([[3, 9]]), "top_k_scores": np.array([[0.5, 0.25]])})
+    {'predictions': [{'top_k_ids': [3, 9], 'top_k_scores': [0.5, 0.25]}]}
+    """
+    if format not in ("row", "columnar"):
+        raise ValueError(
+            f'`format` must be "row" or "columnar". Received: format={format!r}'
+        )
+    if not outputs:
+        raise ValueError("Cannot convert empty tensor map to JSON")
+    arrays = {key: np.asarray(value) for key, value in sorted(outputs.items())}
+    single = len(arrays) == 1
+    if format == "columnar":
+        values = {key: _to_json_value(array) for key, array in arrays.items()}
+        return {"outputs": next(iter(values.values())) if single else values}
+    batch = None
+    for key, array in arrays.items():
+        if array.ndim == 0:
+            raise ValueError(f"Tensor name: {key} has no shape information")
+        if batch is not None and array.shape[0] != batch:
+            raise ValueError(
+                f"Tensor name: {key} has inconsistent batch size: {array.shape[0]} "
+                f"expecting: {batch}"
+            )
+        batch = array.shape[0]
+    values = {key: _to_json_value(array) for key, array in arrays.items()}
+    if single:
+        return {"predictions": next(iter(values.values()))}
+    predictions = [{key: values[key][row] for key in values} for row in range(batch)]
+    return {"predictions": predictions}
+
+
+def rest_predict(
+    saved_model: Any, request: str | bytes | Mapping[str, Any]
+) -> dict[str, Any]:
+    """Answers a REST `:predict` body the way TF Serving would (emulation).
+
+    Converts the body with `rest_request_to_inputs` (input names and dtypes
+    read from the requested signature), runs the signature and converts its
+    outputs with `outputs_to_rest_response`.
+
+    Args:
+        saved_model: A SavedModel directory or the object returned by
+            `tf.saved_model.load`.
+        request: The JSON body, as text or already parsed.
+
+    Returns:
+        The response body as a dict (`json.dumps` it to get TF Serving's text,
+        up to whitespace).
+
+    Raises:
+        ValueError: A malformed request or an unknown signature.
+
+    Example:
+    >>> keras_fame.export.rest_predict(
+    ...     "/tmp/models/fame/1", {"instances": [{"item_ids": [0, 0, 12, 7]}]})
+    {'predictions': [{'top_k_ids': [...], 'top_k_scores': [...]}]}
+    """
+    if isinstance(saved_model, (str, os.PathLike)):
+        saved_model = tf.saved_model.load(os.fspath(saved_model))
+    if isinstance(request, (str, bytes, bytearray)):
+        try:
+            request = json.loads(request) if request else request
+        except json.JSONDecodeError as error:
+            raise ValueError(f"JSON Parse error: {error}") from error
+    signature_name = "serving_default"
+    if isinstance(request, Mapping) and isinstance(request.get("signature_name"), str):
+        signature_name = request["signature_name"] or "serving_default"
+    if signature_name not in saved_model.signatures:
+        raise ValueError(
+            f'Serving signature name: "{signature_name}" not found in signature '
+            f"def. Available: {sorted(saved_model.signatures)}"
+        )
+    function = saved_model.signatures[signature_name]
+    specs = function.structured_input_signature[1]
+    parsed = rest_request_to_inputs(
+        request, {key: spec.dtype.name for key, spec in specs.items()}
+    )
+    for key, array in parsed.inputs.items():
+        if not specs[key].shape.is_compatible_with(array.shape):
+            raise ValueError(
+                f"Input {key!r} has shape {list(array.shape)}, incompatible with the "
+                f"signature's {specs[key].shape}"
+            )
+    outputs = function(**{key: tf.constant(v) for key, v in parsed.inputs.items()})
+    return outputs_to_rest_response(
+        {key: value.numpy() for key, value in outputs.items()}, parsed.format
+    )

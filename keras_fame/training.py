@@ -1,0 +1,305 @@
+"""The paper's two-stage recipe: pretrain SASRec, warm-start FAME, fine-tune.
+
+This module joins the models, the data pipelines and the evaluation: it is
+where training runs are configured, checkpointed, logged and resumed.
+
+Layout of a work directory (`workdir`):
+
+```
+workdir/
+  config.json                   the TrainConfig of the run
+  sasrec/  fame/                one folder per stage:
+    backup/                     BackupAndRestore state (deleted when done)
+    eval_state/                 early-stopping state (best epoch, weights)
+    logs/                       TensorBoard event files
+    history.json                per-epoch validation metrics
+    model.keras                 the best model of the stage
+    results.json                valid/test metrics of the best model
+```
+
+A rerun with the same `workdir` resumes: a finished stage is loaded from
+its `model.keras`, an interrupted one continues from its last backup (taken
+every `backup_every` steps and at every epoch end), keeping its early-stopping
+state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import keras
+
+from keras_fame.evaluation import RankingEvaluation, evaluate_ranking
+from keras_fame.models import FAME, SASRec
+
+METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Hyper-parameters of the two-stage recipe (defaults: the paper's).
+
+    Attributes:
+        hidden_dim, num_blocks, num_heads, max_len, dropout,
+        attention_dropout: the SASRec backbone (FAME shares it).
+        num_experts: FAME's experts per head.
+        expert_init: `"random"` (paper) or `"pretrained"` (see
+            `FAME.from_sasrec`).
+        learning_rate, batch_size: Adam and the training batch.
+        pretrain_epochs, finetune_epochs: epoch budgets of the two stages.
+        patience: early-stopping patience on validation NDCG@20.
+        windows: cut long histories into several training rows.
+        bucket: length-bucketed training batches (same maths, less padding).
+        eval_batch_size: users per evaluation batch.
+        backup_every: steps between mid-epoch backups.
+        seed: seeds weights, dropout and the shuffle.
+        deterministic: make TensorFlow ops deterministic (same seed, same
+            metrics).
+    """
+
+    hidden_dim: int = 64
+    num_blocks: int = 2
+    num_heads: int = 2
+    num_experts: int = 4
+    max_len: int = 50
+    dropout: float = 0.5
+    attention_dropout: float | None = None
+    expert_init: str = "random"
+    learning_rate: float = 1e-3
+    batch_size: int = 256
+    pretrain_epochs: int = 200
+    finetune_epochs: int = 200
+    patience: int = 10
+    windows: bool = False
+    bucket: bool = True
+    eval_batch_size: int = 1024
+    backup_every: int = 200
+    seed: int = 0
+    deterministic: bool = True
+
+    def model_kwargs(self) -> dict:
+        return dict(
+            max_len=self.max_len,
+            hidden_dim=self.hidden_dim,
+            num_blocks=self.num_blocks,
+            num_heads=self.num_heads,
+            dropout=self.dropout,
+            attention_dropout=self.attention_dropout,
+        )
+
+
+def set_seed(seed: int, deterministic: bool = True) -> None:
+    """Seeds Python, NumPy and the backend; optionally deterministic TF ops."""
+    keras.utils.set_random_seed(seed)
+    if deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def _train_pipeline(dataset, config: TrainConfig):
+    kwargs = dict(
+        batch_size=config.batch_size,
+        max_len=config.max_len,
+        shuffle=True,
+        seed=config.seed,
+        windows=config.windows,
+    )
+    if config.bucket:
+        kwargs["bucket"] = True
+    return dataset.train_dataset(**kwargs)
+
+
+def _write_json(path: Path, value) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def fit_stage(
+    model,
+    dataset,
+    config: TrainConfig,
+    stage_dir: str | os.PathLike,
+    epochs: int,
+    verbose: int = 1,
+    extra_callbacks=(),
+):
+    """Trains one model with validation early stopping, resumable.
+
+    Args:
+        model: A `SASRec` or `FAME`.
+        dataset: A `keras_fame.datasets.SequenceDataset`.
+        config: The run's `TrainConfig`.
+        stage_dir: Folder of this stage (see the module docstring).
+        epochs: Epoch budget.
+        verbose: Keras progress bar (1), one line per epoch (2) or silent (0).
+        extra_callbacks: More Keras callbacks.
+
+    Returns:
+        A dict: `best_epoch` (1-based), `epochs_run`, `epoch_seconds` (mean
+        training time per epoch, evaluation excluded), `seconds_to_best`,
+        `history` (validation metrics per epoch). The model holds the best
+        weights.
+    """
+    stage_dir = Path(stage_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    valid = dataset.eval_dataset("valid", config.eval_batch_size, config.max_len)
+    ranking = RankingEvaluation(
+        valid,
+        monitor="NDCG@20",
+        patience=config.patience,
+        restore_best_weights=True,
+        verbose=1 if verbose else 0,
+        state_dir=stage_dir / "eval_state",
+    )
+    timer = _EpochTimer(stage_dir / "epoch_times.json")
+    callbacks = [
+        timer,
+        ranking,
+        keras.callbacks.BackupAndRestore(
+            str(stage_dir / "backup"), save_freq=config.backup_every, delete_checkpoint=True
+        ),
+        keras.callbacks.TensorBoard(str(stage_dir / "logs"), update_freq="epoch"),
+        *extra_callbacks,
+    ]
+    model.fit(
+        _train_pipeline(dataset, config),
+        epochs=epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    history = ranking.history
+    _write_json(stage_dir / "history.json", history)
+    times = timer.times
+    best_epoch = ranking.best_epoch
+    return {
+        "best_epoch": None if best_epoch is None else best_epoch + 1,
+        "epochs_run": len(times),
+        "epoch_seconds": sum(times) / max(len(times), 1),
+        "seconds_to_best": None
+        if best_epoch is None
+        else sum(times[: best_epoch + 1])
+        + sum(h["seconds"] for h in history if h["epoch"] <= best_epoch),
+        "history": history,
+    }
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    """Training time per epoch (evaluation excluded), kept across resumes."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self.times = json.loads(path.read_text()) if path.exists() else []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+        del self.times[epoch:]
+
+    def on_epoch_end(self, epoch, logs=None):
+        # Runs first among the callbacks: evaluation is not counted.
+        self.times.append(time.perf_counter() - self._start)
+        _write_json(self.path, self.times)
+
+
+def evaluate_splits(model, dataset, config: TrainConfig) -> dict:
+    """Full-ranking validation and test metrics of `model`."""
+    out = {}
+    for split in ("valid", "test"):
+        data = dataset.eval_dataset(split, config.eval_batch_size, config.max_len)
+        out[split] = evaluate_ranking(model, data)
+    return out
+
+
+def train_sasrec(dataset, config: TrainConfig, workdir, verbose: int = 1):
+    """Stage 1: trains (or reloads, or resumes) SASRec in `workdir/sasrec`."""
+    return _run_stage(
+        "sasrec",
+        lambda: SASRec(dataset.num_items, **config.model_kwargs()),
+        dataset,
+        config,
+        workdir,
+        config.pretrain_epochs,
+        verbose,
+    )
+
+
+def train_fame(dataset, config: TrainConfig, workdir, sasrec=None, verbose: int = 1):
+    """Stage 2: FAME warm-started from `sasrec` (or from scratch), fine-tuned."""
+
+    def build():
+        if sasrec is None:
+            return FAME(dataset.num_items, num_experts=config.num_experts, **config.model_kwargs())
+        return FAME.from_sasrec(
+            sasrec,
+            num_experts=config.num_experts,
+            expert_init=config.expert_init,
+            seed=config.seed,
+        )
+
+    return _run_stage("fame", build, dataset, config, workdir, config.finetune_epochs, verbose)
+
+
+def _run_stage(name, build, dataset, config, workdir, epochs, verbose):
+    stage_dir = Path(workdir) / name
+    model_path = stage_dir / "model.keras"
+    results_path = stage_dir / "results.json"
+    if model_path.exists() and results_path.exists():
+        if verbose:
+            print(f"[{name}] finished earlier: loading {model_path}")
+        model = keras.saving.load_model(model_path)
+        return model, json.loads(results_path.read_text())
+    set_seed(config.seed, config.deterministic)
+    model = build()
+    if verbose:
+        print(f"[{name}] training {model.count_params():,} parameters in {stage_dir}")
+    summary = fit_stage(model, dataset, config, stage_dir, epochs, verbose)
+    metrics = evaluate_splits(model, dataset, config)
+    results = {**metrics, **{k: v for k, v in summary.items() if k != "history"}}
+    model.save(model_path)
+    _write_json(results_path, results)
+    return model, results
+
+
+def two_stage(dataset, config: TrainConfig, workdir, verbose: int = 1) -> dict:
+    """Runs the paper's recipe: pretrain SASRec, warm-start FAME, fine-tune.
+
+    Args:
+        dataset: A `keras_fame.datasets.SequenceDataset`.
+        config: A `TrainConfig`.
+        workdir: Folder for checkpoints, logs and results; rerunning with the
+            same folder resumes an interrupted run.
+        verbose: Keras verbosity.
+
+    Returns:
+        `{"sasrec": (model, results), "fame": (model, results)}`, where
+        results hold `valid` and `test` metric dicts, `best_epoch`,
+        `epoch_seconds` and `seconds_to_best`.
+
+    Example:
+    >>> data = keras_fame.datasets.load("synthetic")  # doctest: +SKIP
+    >>> runs = two_stage(data, TrainConfig(pretrain_epochs=5), "runs/demo")  # doctest: +SKIP
+    >>> runs["fame"][1]["test"]["NDCG@10"]  # doctest: +SKIP
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "config.json"
+    current = dataclasses.asdict(config)
+    if config_path.exists():
+        previous = json.loads(config_path.read_text())
+        if previous != current:
+            changed = sorted(k for k in current if previous.get(k) != current[k])
+            raise ValueError(
+                f"{config_path} holds another configuration (differs in {changed}); "
+                "use a new workdir, or delete it to start over."
+            )
+    _write_json(config_path, current)
+    sasrec = train_sasrec(dataset, config, workdir, verbose)
+    fame = train_fame(dataset, config, workdir, sasrec=sasrec[0], verbose=verbose)
+    return {"sasrec": sasrec, "fame": fame}
