@@ -122,12 +122,18 @@ def _plot(facets, truth, path):
     axes[0].set_ylabel("users")
     axes[0].set_title("Head gate (Eq. 10)")
     axes[0].legend()
-    mean_routing = routing.mean(0)
-    image = axes[1].imshow(mean_routing, vmin=0, vmax=1, cmap="viridis")
-    axes[1].set_xlabel("expert")
-    axes[1].set_ylabel("head")
-    axes[1].set_title("Mean expert routing (Eq. 16)")
-    fig.colorbar(image, ax=axes[1])
+    heads, experts = routing.shape[1:]
+    columns = [routing[:, h, n] for h in range(heads) for n in range(experts)]
+    axes[1].boxplot(columns, showfliers=False)
+    axes[1].set_xticks(
+        range(1, heads * experts + 1),
+        [f"h{h}e{n}" for h in range(heads) for n in range(experts)],
+        rotation=90,
+    )
+    axes[1].axhline(1 / experts, color="gray", linestyle=":", label="uniform")
+    axes[1].set_ylabel("routing weight")
+    axes[1].set_title("Expert routing per user (Eq. 16)")
+    axes[1].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

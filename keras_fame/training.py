@@ -149,6 +149,8 @@ def fit_stage(
     stage_dir = Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    # Build the optimizer's slots now, so that BackupAndRestore can load them.
+    model.optimizer.build(model.trainable_variables)
     valid = dataset.eval_dataset("valid", config.eval_batch_size, config.max_len)
     ranking = RankingEvaluation(
         valid,
@@ -173,6 +175,7 @@ def fit_stage(
         epochs=epochs,
         callbacks=callbacks,
         verbose=verbose,
+        shuffle=False,  # the pipeline shuffles (seeded)
     )
     history = ranking.history
     _write_json(stage_dir / "history.json", history)
@@ -217,7 +220,7 @@ def evaluate_splits(model, dataset, config: TrainConfig) -> dict:
     return out
 
 
-def train_sasrec(dataset, config: TrainConfig, workdir, verbose: int = 1):
+def train_sasrec(dataset, config: TrainConfig, workdir, verbose: int = 1, callbacks=()):
     """Stage 1: trains (or reloads, or resumes) SASRec in `workdir/sasrec`."""
     return _run_stage(
         "sasrec",
@@ -227,10 +230,13 @@ def train_sasrec(dataset, config: TrainConfig, workdir, verbose: int = 1):
         workdir,
         config.pretrain_epochs,
         verbose,
+        callbacks,
     )
 
 
-def train_fame(dataset, config: TrainConfig, workdir, sasrec=None, verbose: int = 1):
+def train_fame(
+    dataset, config: TrainConfig, workdir, sasrec=None, verbose: int = 1, callbacks=()
+):
     """Stage 2: FAME warm-started from `sasrec` (or from scratch), fine-tuned."""
 
     def build():
@@ -243,10 +249,12 @@ def train_fame(dataset, config: TrainConfig, workdir, sasrec=None, verbose: int 
             seed=config.seed,
         )
 
-    return _run_stage("fame", build, dataset, config, workdir, config.finetune_epochs, verbose)
+    return _run_stage(
+        "fame", build, dataset, config, workdir, config.finetune_epochs, verbose, callbacks
+    )
 
 
-def _run_stage(name, build, dataset, config, workdir, epochs, verbose):
+def _run_stage(name, build, dataset, config, workdir, epochs, verbose, callbacks=()):
     stage_dir = Path(workdir) / name
     model_path = stage_dir / "model.keras"
     results_path = stage_dir / "results.json"
@@ -259,7 +267,7 @@ def _run_stage(name, build, dataset, config, workdir, epochs, verbose):
     model = build()
     if verbose:
         print(f"[{name}] training {model.count_params():,} parameters in {stage_dir}")
-    summary = fit_stage(model, dataset, config, stage_dir, epochs, verbose)
+    summary = fit_stage(model, dataset, config, stage_dir, epochs, verbose, callbacks)
     metrics = evaluate_splits(model, dataset, config)
     results = {**metrics, **{k: v for k, v in summary.items() if k != "history"}}
     model.save(model_path)
@@ -267,7 +275,9 @@ def _run_stage(name, build, dataset, config, workdir, epochs, verbose):
     return model, results
 
 
-def two_stage(dataset, config: TrainConfig, workdir, verbose: int = 1) -> dict:
+def two_stage(
+    dataset, config: TrainConfig, workdir, verbose: int = 1, callbacks=()
+) -> dict:
     """Runs the paper's recipe: pretrain SASRec, warm-start FAME, fine-tune.
 
     Args:
@@ -276,6 +286,7 @@ def two_stage(dataset, config: TrainConfig, workdir, verbose: int = 1) -> dict:
         workdir: Folder for checkpoints, logs and results; rerunning with the
             same folder resumes an interrupted run.
         verbose: Keras verbosity.
+        callbacks: More Keras callbacks for both stages.
 
     Returns:
         `{"sasrec": (model, results), "fame": (model, results)}`, where
@@ -300,6 +311,6 @@ def two_stage(dataset, config: TrainConfig, workdir, verbose: int = 1) -> dict:
                 "use a new workdir, or delete it to start over."
             )
     _write_json(config_path, current)
-    sasrec = train_sasrec(dataset, config, workdir, verbose)
-    fame = train_fame(dataset, config, workdir, sasrec=sasrec[0], verbose=verbose)
+    sasrec = train_sasrec(dataset, config, workdir, verbose, callbacks)
+    fame = train_fame(dataset, config, workdir, sasrec[0], verbose, callbacks)
     return {"sasrec": sasrec, "fame": fame}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Reproduce the paper's Table 2 rows (SASRec and FAME) on the three Amazon datasets.
+# Usage: bash benchmarks/reproduce_table2.sh [DATA_DIR] [extra train_sports.py flags]
+# Results: benchmarks/results/<dataset>-<model>.json; logs: runs/<dataset>.log
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data_dir=${1:-../shared/datasets/amazon}
+shift || true
+for dataset in sports beauty toys; do
+  python examples/train_sports.py --dataset "$dataset" --data-dir "$data_dir" \
+    --pretrain-epochs 80 --finetune-epochs 60 --patience 8 "$@" 2>&1 \
+    | grep --line-buffered -v -E "^(WARNING|I0000)" > "runs/$dataset.log"
+done

@@ -1,0 +1,89 @@
+import json
+
+import keras
+import pytest
+
+from keras_fame.datasets import load
+from keras_fame.models import FAME, SASRec
+from keras_fame.training import TrainConfig, train_sasrec, two_stage
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load("synthetic", num_users=150, num_items=60, min_length=8, max_length=16, seed=0)
+
+
+def _config(**overrides):
+    base = dict(hidden_dim=16, num_heads=2, num_experts=2, max_len=16, dropout=0.1,
+                batch_size=32, pretrain_epochs=3, finetune_epochs=2, patience=5,
+                backup_every=2, eval_batch_size=128, seed=7)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Simulates a crash in the middle of epoch `epoch` (0-based)."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at = (epoch, batch)
+        self.epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+def test_two_stage_runs_and_reports(data, tmp_path):
+    runs = two_stage(data, _config(), tmp_path, verbose=0)
+    sasrec, sasrec_results = runs["sasrec"]
+    fame, fame_results = runs["fame"]
+    assert isinstance(sasrec, SASRec) and isinstance(fame, FAME)
+    for results in (sasrec_results, fame_results):
+        assert set(results["test"]) >= {"HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20"}
+        assert results["test"]["users"] == data.num_users
+        assert 1 <= results["best_epoch"] <= results["epochs_run"]
+    # The stored best model reproduces the reported test metrics.
+    from keras_fame.evaluation import evaluate_ranking
+
+    reloaded = keras.saving.load_model(tmp_path / "fame" / "model.keras")
+    again = evaluate_ranking(reloaded, data.eval_dataset("test", 128, 16))
+    assert again["NDCG@10"] == pytest.approx(fame_results["test"]["NDCG@10"], abs=1e-6)
+    # A finished run is loaded, not retrained.
+    rerun = two_stage(data, _config(), tmp_path, verbose=0)
+    assert rerun["fame"][1] == fame_results
+    with pytest.raises(ValueError, match="another configuration"):
+        two_stage(data, _config(num_experts=3), tmp_path, verbose=0)
+
+
+def test_same_seed_same_metrics(data, tmp_path):
+    config = _config(pretrain_epochs=2)
+    _, first = train_sasrec(data, config, tmp_path / "a", verbose=0)
+    _, second = train_sasrec(data, config, tmp_path / "b", verbose=0)
+    assert first["test"] == second["test"]
+    assert first["valid"] == second["valid"]
+
+
+def test_interrupted_training_resumes(data, tmp_path):
+    config = _config(pretrain_epochs=4, patience=10)
+    with pytest.raises(KeyboardInterrupt):
+        train_sasrec(data, config, tmp_path, verbose=0, callbacks=[_Interrupt(2, 3)])
+    stage = tmp_path / "sasrec"
+    assert (stage / "backup").exists()  # the mid-epoch backup survived
+    state = json.loads((stage / "eval_state" / "ranking_state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [0, 1]
+    assert not (stage / "model.keras").exists()
+
+    _, results = train_sasrec(data, config, tmp_path, verbose=0)
+    history = json.loads((stage / "history.json").read_text())
+    # Evaluations of epochs 0 and 1 are kept; the run continued at epoch 2.
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+    assert history[0] == state["history"][0]
+    assert results["epochs_run"] == 4
+    assert not (stage / "backup").exists()  # deleted once training finished
+    best = max(history, key=lambda h: h["NDCG@20"])
+    assert results["best_epoch"] == best["epoch"] + 1
+    assert results["valid"]["NDCG@20"] == pytest.approx(best["NDCG@20"], abs=1e-6)

@@ -1,0 +1,646 @@
+"""A KerasTuner `HyperModel` for FAME and SASRec, with a pretrained-SASRec cache.
+
+The search space (`SearchSpace`) covers the paper's two hyper-parameters,
+heads `H` and experts `N` (Sec. 5.4, 5.6), and optionally the hidden size,
+the number of blocks, dropout and the learning rate. The objective is the
+validation NDCG@20 of the full-ranking evaluation (`OBJECTIVE`), maximised.
+
+`FAMEHyperModel.build` only constructs and compiles the architecture (cheap:
+KerasTuner also calls it to discover the space and to reload checkpoints);
+`FAMEHyperModel.fit` does the work:
+
+- FAME trials are warm-started from the pretrained SASRec with the same
+  backbone (`SASRecCache`, one pretraining per key) and fine-tuned;
+- SASRec trials reuse that same cached model instead of training it again
+  (valid when the trial's epoch budget is the pretraining budget);
+- the `RankingEvaluation` callback goes first in the callback list, so the
+  tuner's own callbacks (best-epoch checkpoint) see `logs["val_NDCG@20"]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import keras_tuner
+
+from keras_fame.evaluation import RankingEvaluation, evaluate_ranking
+from keras_fame.models import FAME, SASRec
+from keras_fame.training import TrainConfig, set_seed, train_sasrec
+
+__all__ = [
+    "MODELS",
+    "OBJECTIVE",
+    "PAPER_EXPERTS",
+    "PAPER_HEADS",
+    "FAMEHyperModel",
+    "SASRecCache",
+    "SearchSpace",
+]
+
+PAPER_HEADS = (1, 2, 4, 8, 16)
+PAPER_EXPERTS = (2, 4, 8, 16, 32)
+MODELS = ("fame", "sasrec")
+METRIC = "NDCG@20"
+OBJECTIVE = keras_tuner.Objective(f"val_{METRIC}", direction="max")
+
+# Hyper-parameter names, in the order they are declared and tabulated.
+HP_NAMES = (
+    "model",
+    "hidden_dim",
+    "num_blocks",
+    "num_heads",
+    "num_experts",
+    "dropout",
+    "learning_rate",
+)
+
+
+def _as_tuple(name: str, values, kind: type) -> tuple:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        values = (values,)
+    values = tuple(values)
+    if not values:
+        raise ValueError(f"`{name}` must hold at least one value. Received: {name}=()")
+    if len(set(values)) != len(values):
+        raise ValueError(f"`{name}` holds duplicates. Received: {name}={values}")
+    for value in values:
+        if kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+            what = "positive integers"
+        elif kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            what = "numbers"
+        else:
+            ok = value in MODELS
+            what = f"model names in {MODELS}"
+        if not ok:
+            raise ValueError(f"`{name}` must hold {what}. Received: {name}={values}")
+    if kind is float:
+        values = tuple(float(v) for v in values)
+    return values
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """The hyper-parameters searched, each as a tuple of candidate values.
+
+    A tuple of one value is fixed (declared with `hp.Fixed`), a longer one is
+    searched (`hp.Choice`, default = its first value). Head counts that do
+    not divide the hidden size are excluded: with one hidden size they are
+    dropped from the `num_heads` choice; with several, a trial that draws a
+    non-dividing pair fails with `keras_tuner.errors.FailedTrialError`
+    (recorded as FAILED, the search goes on), and `grid()` never lists it.
+
+    Args:
+        models: `"fame"` and/or `"sasrec"` (the baseline).
+        heads: Head counts `H` (paper: 1, 2, 4, 8, 16).
+        experts: Experts per head `N` for FAME (paper: 2, 4, 8, 16, 32;
+            `N = 1` is FAME without MoE).
+        hidden_dims: Hidden sizes `d` (paper: 64, 128).
+        num_blocks: Numbers of blocks `L`.
+        dropouts: Dropout rates.
+        learning_rates: Adam learning rates.
+
+    Example:
+    >>> space = SearchSpace(heads=(1, 2, 3, 4), hidden_dims=(16,))
+    >>> space.valid_heads()
+    (1, 2, 4)
+    """
+
+    models: tuple[str, ...] = ("fame",)
+    heads: tuple[int, ...] = PAPER_HEADS
+    experts: tuple[int, ...] = PAPER_EXPERTS
+    hidden_dims: tuple[int, ...] = (64,)
+    num_blocks: tuple[int, ...] = (2,)
+    dropouts: tuple[float, ...] = (0.5,)
+    learning_rates: tuple[float, ...] = (1e-3,)
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "models", _as_tuple("models", self.models, str))
+        for name in ("heads", "experts", "hidden_dims", "num_blocks"):
+            set_(self, name, _as_tuple(name, getattr(self, name), int))
+        set_(self, "dropouts", _as_tuple("dropouts", self.dropouts, float))
+        for rate in self.dropouts:
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(
+                    f"`dropouts` must lie in [0, 1). Received: dropouts={self.dropouts}"
+                )
+        set_(self, "learning_rates", _as_tuple("learning_rates", self.learning_rates, float))
+        for rate in self.learning_rates:
+            if rate <= 0:
+                raise ValueError(
+                    "`learning_rates` must be positive. "
+                    f"Received: learning_rates={self.learning_rates}"
+                )
+        if not self.valid_heads():
+            raise ValueError(
+                "No head count divides a hidden size: every (hidden_dim, "
+                f"num_heads) pair is excluded. Received: heads={self.heads}, "
+                f"hidden_dims={self.hidden_dims}"
+            )
+
+    # ------------------------------------------------------------- validity
+
+    def valid_heads(self, hidden_dim: int | None = None) -> tuple[int, ...]:
+        """Head counts that divide `hidden_dim` (or at least one hidden size)."""
+        dims = self.hidden_dims if hidden_dim is None else (hidden_dim,)
+        return tuple(h for h in self.heads if any(d % h == 0 for d in dims))
+
+    def excluded(self) -> list[tuple[int, int]]:
+        """The `(hidden_dim, num_heads)` pairs left out (non-dividing)."""
+        return [(d, h) for d in self.hidden_dims for h in self.heads if d % h]
+
+    def grid(self) -> list[dict]:
+        """Every valid combination, as hyper-parameter value dicts.
+
+        SASRec entries carry no `num_experts`. Order: model, hidden size,
+        blocks, heads, experts, dropout, learning rate (last varies fastest).
+        """
+        configs = []
+        for model, d, blocks, h in itertools.product(
+            self.models, self.hidden_dims, self.num_blocks, self.heads
+        ):
+            if d % h:
+                continue
+            experts = self.experts if model == "fame" else (None,)
+            for n, rate, lr in itertools.product(
+                experts, self.dropouts, self.learning_rates
+            ):
+                values = {"model": model, "hidden_dim": d, "num_blocks": blocks}
+                values["num_heads"] = h
+                if n is not None:
+                    values["num_experts"] = n
+                values.update(dropout=rate, learning_rate=lr)
+                configs.append(values)
+        return configs
+
+    # ---------------------------------------------------------- declaration
+
+    def declare(self, hp: keras_tuner.HyperParameters) -> dict:
+        """Declares the space on `hp` and returns this trial's values.
+
+        Returns:
+            A dict with every name of `HP_NAMES`; `num_experts` is `None`
+            for SASRec.
+        """
+        values = {"model": _declare(hp, "model", self.models)}
+        # Defaults form a valid pair, so KerasTuner's first (default) build works.
+        default_dim = next(d for d in self.hidden_dims if self.valid_heads(d))
+        values["hidden_dim"] = _declare(hp, "hidden_dim", self.hidden_dims, default_dim)
+        values["num_blocks"] = _declare(hp, "num_blocks", self.num_blocks)
+        heads = self.valid_heads()
+        values["num_heads"] = _declare(
+            hp, "num_heads", heads, self.valid_heads(default_dim)[0]
+        )
+        values["num_experts"] = None
+        if "fame" in self.models:
+            if len(self.models) > 1:
+                with hp.conditional_scope("model", ["fame"]):
+                    experts = _declare(hp, "num_experts", self.experts)
+            else:
+                experts = _declare(hp, "num_experts", self.experts)
+            if values["model"] == "fame":
+                values["num_experts"] = experts
+        values["dropout"] = _declare(hp, "dropout", self.dropouts)
+        values["learning_rate"] = _declare(hp, "learning_rate", self.learning_rates)
+        return values
+
+
+def _declare(hp, name: str, choices: Sequence, default=None):
+    if len(choices) == 1:
+        return hp.Fixed(name, choices[0])
+    return hp.Choice(name, list(choices), default=default)
+
+
+# --------------------------------------------------------------------- cache
+
+
+class SASRecCache:
+    """Pretrained SASRec models, trained once per backbone key and reused.
+
+    The key is `(hidden_dim, num_blocks, num_heads, max_len, dropout,
+    learning_rate)`; the other training settings (epochs, patience, batch
+    size, seed) are fixed per cache and hashed into the folder name, so a
+    changed budget never reuses a stale model. Each key has its own
+    `train_sasrec` work directory (`directory/<key>/`), which makes an
+    interrupted pretraining resume and a finished one load from
+    `model.keras`.
+
+    Args:
+        dataset: The `SequenceDataset` (one cache per dataset).
+        directory: Folder of the cache.
+        config: The `TrainConfig` of the pretraining (its backbone fields are
+            overridden per key); `pretrain_epochs`, `patience`, `batch_size`,
+            `eval_batch_size`, `seed` apply to every key.
+        verbose: Keras verbosity of pretraining.
+
+    Attributes:
+        trained: Keys pretrained by this object (each at most once).
+        loaded: Keys served from a finished model, one entry per request.
+    """
+
+    def __init__(self, dataset, directory, config: TrainConfig, verbose: int = 0):
+        self.dataset = dataset
+        self.directory = Path(directory)
+        self.config = config
+        self.verbose = verbose
+        self.trained: list[str] = []
+        self.loaded: list[str] = []
+
+    def config_for(self, **backbone) -> TrainConfig:
+        """The `TrainConfig` of one key (`hidden_dim=..., num_heads=...`)."""
+        if "learning_rate" not in backbone:
+            raise ValueError("`learning_rate` is part of the cache key; pass it.")
+        return dataclasses.replace(self.config, **backbone)
+
+    def key(self, **backbone) -> str:
+        """The folder name of one key: readable backbone + hash of the rest."""
+        config = dataclasses.asdict(self.config_for(**backbone))
+        for unused in ("num_experts", "expert_init", "finetune_epochs"):
+            config.pop(unused)
+        digest = hashlib.sha1(
+            json.dumps(config, sort_keys=True, default=str).encode()
+        ).hexdigest()[:8]
+        c = self.config_for(**backbone)
+        return (
+            f"d{c.hidden_dim}-L{c.num_blocks}-H{c.num_heads}-len{c.max_len}"
+            f"-p{c.dropout:g}-lr{c.learning_rate:g}-{digest}"
+        )
+
+    def get(self, **backbone) -> tuple[SASRec, dict]:
+        """The pretrained SASRec of a key, training it if needed.
+
+        Args:
+            **backbone: `hidden_dim`, `num_blocks`, `num_heads`, `dropout`,
+                `learning_rate` (and optionally `max_len`).
+
+        Returns:
+            `(model, results)` as `keras_fame.training.train_sasrec`.
+        """
+        key = self.key(**backbone)
+        workdir = self.directory / key
+        finished = (workdir / "sasrec" / "model.keras").exists() and (
+            workdir / "sasrec" / "results.json"
+        ).exists()
+        if not finished and key in self.trained:
+            raise RuntimeError(f"Pretrained SASRec {key} vanished from {workdir}.")
+        config = self.config_for(**backbone)
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(
+            json.dumps(dataclasses.asdict(config), indent=2) + "\n"
+        )
+        model, results = train_sasrec(self.dataset, config, workdir, verbose=self.verbose)
+        (self.loaded if finished else self.trained).append(key)
+        return model, results
+
+
+# ---------------------------------------------------------------- hypermodel
+
+
+class FAMEHyperModel(keras_tuner.HyperModel):
+    """KerasTuner hypermodel of FAME (warm-started) and the SASRec baseline.
+
+    The trial's model is built by `build(hp)` (architecture + Adam) and
+    trained by `fit(hp, model, ...)`, which KerasTuner calls with its own
+    callbacks and, for Hyperband, `epochs` and `initial_epoch`:
+
+    - FAME: the pretrained SASRec of the same backbone comes from `cache`
+      (trained once per key), `FAME.from_sasrec` warm-starts the trial's
+      model, which is then fine-tuned (a Hyperband continuation keeps the
+      checkpoint KerasTuner loaded instead);
+    - SASRec: when the trial's budget equals the pretraining budget (not a
+      Hyperband continuation), the cached model *is* the trial's model and
+      is not trained again; otherwise it is trained from scratch.
+
+    Training uses `RankingEvaluation` as the first callback, so
+    `logs["val_NDCG@20"]` exists for every later callback, early-stops with
+    `patience` and restores the best epoch. `fit` returns the validation
+    metrics of the best epoch (`val_HR@5`, ..., `val_NDCG@20`, the
+    objective), the test metrics of the restored model (`test_...`), and
+    `best_epoch`, `epochs_run`, `train_seconds`; KerasTuner stores them all
+    in the trial.
+
+    Args:
+        dataset: A `keras_fame.datasets.SequenceDataset`.
+        space: The `SearchSpace` (default: FAME, the paper's heads/experts).
+        directory: Folder of the pretrained-SASRec cache (usually the search
+            directory); ignored if `cache` is given.
+        epochs: Default epoch budget of a trial (`tuner.search(epochs=...)`
+            and Hyperband override it).
+        pretrain_epochs: Epoch budget of SASRec pretraining (default
+            `epochs`).
+        patience: Early-stopping patience on validation NDCG@20.
+        max_len: History length.
+        batch_size: Training batch size.
+        eval_batch_size: Users per evaluation batch.
+        expert_init: `"random"` (paper) or `"pretrained"`, see
+            `FAME.from_sasrec`.
+        warm_start: Warm-start FAME from the pretrained SASRec (paper). If
+            False, FAME trials train from scratch and nothing is pretrained.
+        evaluate_test: Also report test metrics of every trial.
+        seed: Seeds weights, dropout and the shuffle.
+        cache: A `SASRecCache` to share between hypermodels.
+        verbose: Keras verbosity of pretraining (trials use `search`'s).
+
+    Attributes:
+        builds: Number of models built (`build` calls).
+        fits: Number of trials trained or served by `fit`.
+
+    Example:
+
+    ```python
+    import keras_tuner
+    from tuning import FAMEHyperModel, SearchSpace, OBJECTIVE
+
+    hypermodel = FAMEHyperModel(data, SearchSpace(hidden_dims=(64,)), "runs/tune")
+    tuner = keras_tuner.BayesianOptimization(
+        hypermodel, objective=OBJECTIVE, max_trials=10, directory="runs/tune",
+        project_name="bayesian")
+    tuner.search(epochs=50)
+    ```
+    """
+
+    def __init__(
+        self,
+        dataset,
+        space: SearchSpace | None = None,
+        directory: str | os.PathLike | None = None,
+        *,
+        epochs: int = 200,
+        pretrain_epochs: int | None = None,
+        patience: int = 10,
+        max_len: int = 50,
+        batch_size: int = 256,
+        eval_batch_size: int = 1024,
+        expert_init: str = "random",
+        warm_start: bool = True,
+        evaluate_test: bool = True,
+        seed: int = 0,
+        cache: SASRecCache | None = None,
+        verbose: int = 0,
+        name: str | None = None,
+    ):
+        super().__init__(name=name, tunable=True)
+        if dataset is None or not hasattr(dataset, "num_items"):
+            raise ValueError(
+                "`dataset` must be a keras_fame.datasets.SequenceDataset. "
+                f"Received: dataset={dataset!r}"
+            )
+        space = SearchSpace() if space is None else space
+        if not isinstance(space, SearchSpace):
+            raise ValueError(f"`space` must be a SearchSpace. Received: space={space!r}")
+        for arg, value in (
+            ("epochs", epochs),
+            ("max_len", max_len),
+            ("batch_size", batch_size),
+            ("eval_batch_size", eval_batch_size),
+        ):
+            _check_positive(arg, value)
+        pretrain_epochs = epochs if pretrain_epochs is None else pretrain_epochs
+        _check_positive("pretrain_epochs", pretrain_epochs)
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise ValueError(
+                f"`patience` must be a non-negative integer. Received: patience={patience!r}"
+            )
+        if expert_init not in ("random", "pretrained"):
+            raise ValueError(
+                "`expert_init` must be 'random' or 'pretrained'. "
+                f"Received: expert_init={expert_init!r}"
+            )
+        self.dataset = dataset
+        self.space = space
+        self.epochs = epochs
+        self.pretrain_epochs = pretrain_epochs
+        self.patience = patience
+        self.max_len = max_len
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.expert_init = expert_init
+        self.warm_start = bool(warm_start)
+        self.evaluate_test = bool(evaluate_test)
+        self.seed = seed
+        self.verbose = verbose
+        if cache is None:
+            if directory is None:
+                raise ValueError(
+                    "`directory` (where pretrained SASRec models are cached) is "
+                    "required when no `cache` is given. Received: directory=None"
+                )
+            cache = SASRecCache(
+                dataset,
+                Path(directory) / "sasrec_cache",
+                TrainConfig(
+                    max_len=max_len,
+                    batch_size=batch_size,
+                    eval_batch_size=eval_batch_size,
+                    pretrain_epochs=pretrain_epochs,
+                    patience=patience,
+                    seed=seed,
+                ),
+                verbose=verbose,
+            )
+        self.cache = cache
+        self.builds = 0
+        self.fits = 0
+
+    # ----------------------------------------------------------------- build
+
+    def declare_hyperparameters(self, hp: keras_tuner.HyperParameters) -> None:
+        self.space.declare(hp)
+
+    def values(self, hp: keras_tuner.HyperParameters) -> dict:
+        """This trial's values (see `SearchSpace.declare`), checked.
+
+        Raises:
+            keras_tuner.errors.FailedTrialError: the hidden size is not
+                divisible by the head count (the trial is excluded).
+        """
+        values = self.space.declare(hp)
+        if values["hidden_dim"] % values["num_heads"]:
+            raise keras_tuner.errors.FailedTrialError(
+                "Excluded: `hidden_dim` must be divisible by `num_heads`. "
+                f"Received: hidden_dim={values['hidden_dim']}, "
+                f"num_heads={values['num_heads']}"
+            )
+        return values
+
+    def _backbone(self, values: Mapping) -> dict:
+        return {
+            "hidden_dim": values["hidden_dim"],
+            "num_blocks": values["num_blocks"],
+            "num_heads": values["num_heads"],
+            "dropout": values["dropout"],
+        }
+
+    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        """Builds and compiles the trial's (untrained) FAME or SASRec."""
+        values = self.values(hp)
+        keras.utils.set_random_seed(self.seed)
+        kwargs = dict(max_len=self.max_len, **self._backbone(values))
+        if values["model"] == "fame":
+            model = FAME(self.dataset.num_items, num_experts=values["num_experts"], **kwargs)
+        else:
+            model = SASRec(self.dataset.num_items, **kwargs)
+        model.compile(optimizer=keras.optimizers.Adam(values["learning_rate"]))
+        self.builds += 1
+        return model
+
+    # ------------------------------------------------------------------- fit
+
+    def pretrained(self, values: Mapping) -> tuple[SASRec, dict]:
+        """The cached pretrained SASRec for a trial's values."""
+        return self.cache.get(
+            **self._backbone(values),
+            max_len=self.max_len,
+            learning_rate=values["learning_rate"],
+        )
+
+    def fit(
+        self,
+        hp: keras_tuner.HyperParameters,
+        model: keras.Model,
+        *args,
+        callbacks: Sequence[keras.callbacks.Callback] | None = None,
+        epochs: int | None = None,
+        initial_epoch: int = 0,
+        verbose: int | str | None = None,
+        **kwargs,
+    ) -> dict:
+        """Trains (or serves from the cache) one trial; returns its metrics.
+
+        Args:
+            hp: The trial's hyper-parameters.
+            model: The model of `build(hp)` (with a checkpoint loaded, for a
+                Hyperband continuation).
+            *args: Ignored (the data come from the hypermodel's dataset).
+            callbacks: KerasTuner's callbacks; they run after
+                `RankingEvaluation`, so they see `val_NDCG@20`.
+            epochs: Epoch budget (default: the hypermodel's `epochs`).
+            initial_epoch: First epoch (Hyperband continuations).
+            verbose: Keras verbosity of the trial (default 0).
+            **kwargs: Other `model.fit` arguments.
+
+        Returns:
+            A dict of metrics: `val_*` (best epoch, the objective among
+            them), `test_*`, `best_epoch`, `epochs_run`, `train_seconds`,
+            `pretrain_reused`.
+        """
+        values = self.values(hp)
+        epochs = self.epochs if epochs is None else epochs
+        callbacks = list(callbacks or [])
+        verbose = 0 if verbose in (None, "auto") else verbose
+        continuing = "tuner/trial_id" in hp.values or initial_epoch > 0
+        self.fits += 1
+        start = time.perf_counter()
+        cached_budget = epochs == self.pretrain_epochs and not continuing
+
+        if values["model"] == "sasrec" and cached_budget:
+            sasrec, results = self.pretrained(values)
+            model.set_weights(sasrec.get_weights())
+            metrics = {f"val_{k}": v for k, v in results["valid"].items() if k != "users"}
+            if self.evaluate_test:
+                metrics.update(
+                    {f"test_{k}": v for k, v in results["test"].items() if k != "users"}
+                )
+            best_epoch = results.get("best_epoch") or 1
+            # The tuner's checkpoint callback saves these weights as the trial's.
+            for callback in callbacks:
+                if _is_checkpoint(callback):
+                    callback.set_model(model)
+                    callback.on_epoch_end(best_epoch - 1, dict(metrics))
+            return {
+                **metrics,
+                "best_epoch": best_epoch,
+                "epochs_run": results.get("epochs_run", 0),
+                "train_seconds": (results.get("epoch_seconds") or 0.0)
+                * results.get("epochs_run", 0),
+                "pretrain_reused": 1.0,
+            }
+
+        if values["model"] == "fame" and self.warm_start and not continuing:
+            sasrec, _ = self.pretrained(values)
+            warm = FAME.from_sasrec(
+                sasrec,
+                num_experts=values["num_experts"],
+                expert_init=self.expert_init,
+                seed=self.seed,
+            )
+            model.set_weights(warm.get_weights())
+            del warm
+
+        set_seed(self.seed)
+        valid = self.dataset.eval_dataset("valid", self.eval_batch_size, self.max_len)
+        ranking = RankingEvaluation(
+            valid,
+            monitor=METRIC,
+            patience=self.patience,
+            restore_best_weights=True,
+            verbose=0,
+        )
+        train = self.dataset.train_dataset(
+            self.batch_size, self.max_len, seed=self.seed, bucket=True
+        )
+        model.fit(
+            train,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            callbacks=[ranking, *callbacks],
+            verbose=verbose,
+            **kwargs,
+        )
+        if ranking.best_epoch is None:
+            raise keras_tuner.errors.FailedTrialError(
+                f"No epoch was evaluated (epochs={epochs}, initial_epoch={initial_epoch})."
+            )
+        best = next(h for h in ranking.history if h["epoch"] == ranking.best_epoch)
+        metrics = {
+            f"val_{k}": v
+            for k, v in best.items()
+            if k not in ("epoch", "users", "seconds")
+        }
+        if self.evaluate_test:
+            test = self.dataset.eval_dataset("test", self.eval_batch_size, self.max_len)
+            metrics.update(
+                {
+                    f"test_{k}": v
+                    for k, v in evaluate_ranking(model, test).items()
+                    if k != "users"
+                }
+            )
+        return {
+            **metrics,
+            "best_epoch": ranking.best_epoch + 1,
+            "epochs_run": len(ranking.history),
+            "train_seconds": time.perf_counter() - start,
+            "pretrain_reused": 0.0,
+        }
+
+
+def _is_checkpoint(callback) -> bool:
+    """Whether `callback` is KerasTuner's best-epoch weight checkpoint."""
+    try:
+        from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
+    except ImportError:  # pragma: no cover - other KerasTuner layouts
+        return hasattr(callback, "objective") and hasattr(callback, "filepath")
+    return isinstance(callback, SaveBestEpoch)
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+
+
+def finite(value) -> bool:
+    """Whether `value` is a finite number."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
