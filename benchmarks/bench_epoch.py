@@ -150,8 +150,12 @@ def run(args):
     ratio = results["fame"]["epoch_seconds"] / results["sasrec"]["epoch_seconds"]
     print(f"FAME / SASRec epoch time: {ratio:.2f}x (goal <= 1.25x)")
     try:
-        commit = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True).strip()
-        dirty = subprocess.check_output(["git", "status", "--porcelain"], cwd=ROOT, text=True)
+        commit = subprocess.check_output(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, text=True
+        ).strip()
+        dirty = subprocess.check_output(
+            ["git", "status", "--porcelain"], cwd=ROOT, text=True
+        )
         commit += "+dirty" if dirty.strip() else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
@@ -194,7 +198,9 @@ def main(argv=None):
     parser.add_argument("--warmup-steps", type=int, default=5)
     parser.add_argument("--bucket", action="store_true", help="length-bucketed batches")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default=str(ROOT / "benchmarks/results/epoch_time.json"))
+    parser.add_argument(
+        "--output", default=str(ROOT / "benchmarks/results/epoch_time.json")
+    )
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     args.argv = argv

@@ -28,7 +28,9 @@ def main(argv=None):
     parser.add_argument("--workdir", default=str(ROOT / "runs" / "quickstart"))
     parser.add_argument("--plot", default="quickstart_facets.png")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keep", action="store_true", help="resume instead of starting over")
+    parser.add_argument(
+        "--keep", action="store_true", help="resume instead of starting over"
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     from keras_fame.datasets import make_synthetic
@@ -88,7 +90,11 @@ def main(argv=None):
         print(f"  final top-5       {report['top_ids'][user].tolist()}")
 
     alignment = head_facet_alignment(
-        fame, data, attributes=truth.item_facets[:, :], facet_names=truth.facet_names, k=10
+        fame,
+        data,
+        attributes=truth.item_facets[:, :],
+        facet_names=truth.facet_names,
+        k=10,
     )
     print("\nHow each head's top-10 list shares the last item's facet value")
     print("(chance level in brackets):")
@@ -117,7 +123,9 @@ def _plot(facets, truth, path):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for f, name in enumerate(truth.facet_names):
         users = truth.user_dominant_facet[: len(gate)] == f
-        axes[0].hist(gate[users, 0], bins=30, alpha=0.6, label=f"dominant facet: {name}")
+        axes[0].hist(
+            gate[users, 0], bins=30, alpha=0.6, label=f"dominant facet: {name}"
+        )
     axes[0].set_xlabel("gate weight of head 0")
     axes[0].set_ylabel("users")
     axes[0].set_title("Head gate (Eq. 10)")

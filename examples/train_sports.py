@@ -63,12 +63,16 @@ def parse_args(argv):
     )
     parser.add_argument("--workdir", default=None, help="default: runs/<dataset>")
     parser.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
-    parser.add_argument("--smoke", action="store_true", help="tiny, fast run (no results written)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny, fast run (no results written)"
+    )
     for field in dataclasses.fields(TrainConfig):
         value = getattr(defaults, field.name)
         flag = "--" + field.name.replace("_", "-")
         if isinstance(value, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=value
+            )
         elif value is None:
             parser.add_argument(flag, type=float, default=None)
         else:
@@ -78,9 +82,13 @@ def parse_args(argv):
 
 def _commit() -> str:
     try:
-        commit = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True).strip()
+        commit = subprocess.check_output(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, text=True
+        ).strip()
         dirty = subprocess.check_output(
-            ["git", "status", "--porcelain", "keras_fame", "examples"], cwd=ROOT, text=True
+            ["git", "status", "--porcelain", "keras_fame", "examples"],
+            cwd=ROOT,
+            text=True,
         )
         return commit + ("+dirty" if dirty.strip() else "")
     except (OSError, subprocess.CalledProcessError):
@@ -100,7 +108,9 @@ def main(argv=None):
     workdir = args.workdir or str(ROOT / "runs" / args.dataset)
     if args.smoke:
         data = datasets.SequenceDataset(
-            data.sequences[:2000], num_items=data.num_items, name=f"{args.dataset}-smoke"
+            data.sequences[:2000],
+            num_items=data.num_items,
+            name=f"{args.dataset}-smoke",
         )
         config = dataclasses.replace(
             config, pretrain_epochs=2, finetune_epochs=2, patience=1, backup_every=50
@@ -120,7 +130,9 @@ def main(argv=None):
         test = runs[model][1]["test"]
         print(f"{model + ' (ours)':16s}" + "".join(f"{test[m]:9.4f}" for m in METRICS))
         print(f"{model + ' (paper)':16s}" + "".join(f"{v:9.4f}" for v in paper[model]))
-    print(f"total time: {(time.time() - start) / 60:.1f} min (resumed runs count only this call)")
+    print(
+        f"total time: {(time.time() - start) / 60:.1f} min (resumed runs count only this call)"
+    )
 
     if args.smoke:
         return runs

@@ -580,7 +580,11 @@ class RankingEvaluation(keras.callbacks.Callback):
         if improved and self.restore_best_weights:
             self.model.save_weights(weights_path + ".tmp.weights.h5")
             os.replace(weights_path + ".tmp.weights.h5", weights_path)
-        state = {"best": self.best, "best_epoch": self.best_epoch, "history": self.history}
+        state = {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+        }
         with open(state_path + ".tmp", "w") as f:
             json.dump(state, f, default=float)
         os.replace(state_path + ".tmp", state_path)

@@ -63,7 +63,9 @@ def head_facet_alignment(
         `chance` `(F,)`, `mean_gate` `(num_heads,)`, `users` (count).
     """
     if not isinstance(model, FAME):
-        raise TypeError(f"`model` must be a keras_fame.models.FAME. Received: {type(model)}")
+        raise TypeError(
+            f"`model` must be a keras_fame.models.FAME. Received: {type(model)}"
+        )
     matrix, mapping = _attribute_matrix(attributes, model.num_items)
     features, _ = dataset.eval_arrays(split, max_len=model.max_len)
     histories = features["item_ids"][:max_users]
@@ -93,7 +95,9 @@ def head_facet_alignment(
             out = np.zeros(items.shape[:-1] + (1,))
             for index in np.ndindex(items.shape[:-1]):
                 anchor_set = sets.get(int(anchor[index[0]]), set())
-                hits = [bool(anchor_set & sets.get(int(i), set())) for i in items[index]]
+                hits = [
+                    bool(anchor_set & sets.get(int(i), set())) for i in items[index]
+                ]
                 out[index] = np.mean(hits)
             return out
 
@@ -102,13 +106,22 @@ def head_facet_alignment(
             [
                 np.mean(
                     [
-                        np.mean([bool(sets.get(int(a), set()) & sets.get(i, set())) for i in universe])
+                        np.mean(
+                            [
+                                bool(sets.get(int(a), set()) & sets.get(i, set()))
+                                for i in universe
+                            ]
+                        )
                         for a in last[:200]
                     ]
                 )
             ]
         )
-    names = list(facet_names) if facet_names is not None else [f"facet_{f}" for f in range(num_facets)]
+    names = (
+        list(facet_names)
+        if facet_names is not None
+        else [f"facet_{f}" for f in range(num_facets)]
+    )
     if len(names) != num_facets:
         raise ValueError(
             f"`facet_names` must name {num_facets} facets. Received: {facet_names!r}"

@@ -165,7 +165,9 @@ def fit_stage(
         timer,
         ranking,
         keras.callbacks.BackupAndRestore(
-            str(stage_dir / "backup"), save_freq=config.backup_every, delete_checkpoint=True
+            str(stage_dir / "backup"),
+            save_freq=config.backup_every,
+            delete_checkpoint=True,
         ),
         keras.callbacks.TensorBoard(str(stage_dir / "logs"), update_freq="epoch"),
         *extra_callbacks,
@@ -241,7 +243,11 @@ def train_fame(
 
     def build():
         if sasrec is None:
-            return FAME(dataset.num_items, num_experts=config.num_experts, **config.model_kwargs())
+            return FAME(
+                dataset.num_items,
+                num_experts=config.num_experts,
+                **config.model_kwargs(),
+            )
         return FAME.from_sasrec(
             sasrec,
             num_experts=config.num_experts,
@@ -250,7 +256,14 @@ def train_fame(
         )
 
     return _run_stage(
-        "fame", build, dataset, config, workdir, config.finetune_epochs, verbose, callbacks
+        "fame",
+        build,
+        dataset,
+        config,
+        workdir,
+        config.finetune_epochs,
+        verbose,
+        callbacks,
     )
 
 

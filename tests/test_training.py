@@ -10,13 +10,26 @@ from keras_fame.training import TrainConfig, train_sasrec, two_stage
 
 @pytest.fixture(scope="module")
 def data():
-    return load("synthetic", num_users=150, num_items=60, min_length=8, max_length=16, seed=0)
+    return load(
+        "synthetic", num_users=150, num_items=60, min_length=8, max_length=16, seed=0
+    )
 
 
 def _config(**overrides):
-    base = dict(hidden_dim=16, num_heads=2, num_experts=2, max_len=16, dropout=0.1,
-                batch_size=32, pretrain_epochs=3, finetune_epochs=2, patience=5,
-                backup_every=2, eval_batch_size=128, seed=7)
+    base = dict(
+        hidden_dim=16,
+        num_heads=2,
+        num_experts=2,
+        max_len=16,
+        dropout=0.1,
+        batch_size=32,
+        pretrain_epochs=3,
+        finetune_epochs=2,
+        patience=5,
+        backup_every=2,
+        eval_batch_size=128,
+        seed=7,
+    )
     base.update(overrides)
     return TrainConfig(**base)
 
@@ -43,7 +56,14 @@ def test_two_stage_runs_and_reports(data, tmp_path):
     fame, fame_results = runs["fame"]
     assert isinstance(sasrec, SASRec) and isinstance(fame, FAME)
     for results in (sasrec_results, fame_results):
-        assert set(results["test"]) >= {"HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20"}
+        assert set(results["test"]) >= {
+            "HR@5",
+            "HR@10",
+            "HR@20",
+            "NDCG@5",
+            "NDCG@10",
+            "NDCG@20",
+        }
         assert results["test"]["users"] == data.num_users
         assert 1 <= results["best_epoch"] <= results["epochs_run"]
     # The stored best model reproduces the reported test metrics.

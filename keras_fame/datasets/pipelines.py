@@ -114,10 +114,16 @@ def make_train_dataset(
     rows = rows.unbatch().batch(batch_size, drop_remainder=drop_remainder)
     if shuffle:
         batch_seed = None if seed is None else seed + 1
-        rows = rows.shuffle(bucket_window, seed=batch_seed, reshuffle_each_iteration=True)
-    dataset = rows.map(gather_and_trim, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        rows = rows.shuffle(
+            bucket_window, seed=batch_seed, reshuffle_each_iteration=True
+        )
+    dataset = rows.map(
+        gather_and_trim, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
     # unbatch() loses the cardinality; state it so Keras knows the epoch length.
-    batches = len(inputs) // batch_size if drop_remainder else -(-len(inputs) // batch_size)
+    batches = (
+        len(inputs) // batch_size if drop_remainder else -(-len(inputs) // batch_size)
+    )
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
