@@ -110,6 +110,7 @@ def main(argv=None):
         data = datasets.SequenceDataset(
             data.sequences[:2000],
             num_items=data.num_items,
+            item_attributes=data.item_attributes,
             name=f"{args.dataset}-smoke",
         )
         config = dataclasses.replace(
@@ -135,6 +136,7 @@ def main(argv=None):
     )
 
     if args.smoke:
+        _print_facets(runs["fame"][0], data)
         return runs
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -160,7 +162,30 @@ def main(argv=None):
         path = results_dir / f"{args.dataset}-{model}.json"
         path.write_text(json.dumps(record, indent=2) + "\n")
         print(f"saved {path}")
+    _print_facets(runs["fame"][0], data)
     return runs
+
+
+def _print_facets(fame, data):
+    """How each head's own top-10 list shares attributes with the last item."""
+    if not data.item_attributes:
+        return
+    from keras_fame.inspection import head_facet_alignment
+
+    out = head_facet_alignment(
+        fame,
+        data,
+        data.item_attributes,
+        facet_names=["attributes"],
+        k=10,
+        max_users=1000,
+    )
+    print("\nShare of each head's top-10 that shares an attribute with the last item")
+    print(f"(chance {out['chance'][0]:.3f}; gated final list {out['final'][0]:.3f}):")
+    for head, (value, gate) in enumerate(
+        zip(out["agreement"][:, 0], out["mean_gate"], strict=True)
+    ):
+        print(f"  head {head}: {value:.3f}  (mean gate {gate:.3f})")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ def head_facet_alignment(
     split: str = "test",
     max_users: int = 2000,
     batch_size: int = 256,
+    max_attribute_share: float = 0.1,
 ) -> dict:
     """How often each head's own top-`k` items share a facet with the last item.
 
@@ -57,6 +58,10 @@ def head_facet_alignment(
         split: Histories of the `"valid"` or `"test"` split.
         max_users: Users evaluated (the first ones).
         batch_size: Users per batch.
+        max_attribute_share: Dict attributes only: attributes carried by more
+            than this share of the catalogue (e.g. the top-level category
+            that every Amazon Sports item has) are ignored, since sharing
+            them says nothing about a facet.
 
     Returns:
         A dict: `facets` (names), `agreement` `(num_heads, F)`, `final` `(F,)`,
@@ -88,7 +93,14 @@ def head_facet_alignment(
         )
     else:
         num_facets = 1
-        sets = {int(i): set(v) for i, v in mapping.items()}
+        counts: dict = {}
+        for values in mapping.values():
+            for value in set(values):
+                counts[value] = counts.get(value, 0) + 1
+        common = {
+            a for a, c in counts.items() if c > max_attribute_share * model.num_items
+        }
+        sets = {int(i): set(v) - common for i, v in mapping.items()}
 
         def shares(items, anchor):
             anchor = np.asarray(anchor).reshape(-1)
