@@ -326,7 +326,12 @@ def _write_metadata(export_dir: str, model, k: int, signatures) -> None:
         "k": k,
         "signatures": {
             key: {
-                "inputs": describe(fn.structured_input_signature[1]),
+                "inputs": describe(
+                    {
+                        spec.name: spec
+                        for spec in tf.nest.flatten(fn.structured_input_signature)
+                    }
+                ),
                 "outputs": describe(fn.structured_outputs),
             }
             for key, fn in signatures.items()

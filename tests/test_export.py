@@ -88,6 +88,11 @@ def test_layout_metadata_and_no_leftovers(exported):
         assert metadata["k"] == K
         assert metadata["num_items"] == NUM_ITEMS
         assert metadata["model"] == {"sasrec": "SASRec", "fame": "FAME"}[key]
+        default = metadata["signatures"]["serving_default"]
+        assert default["inputs"] == {
+            "item_ids": {"dtype": "int32", "shape": [None, None]}
+        }
+        assert default["outputs"]["top_k_ids"] == {"dtype": "int32", "shape": [None, K]}
 
 
 def test_versions_are_never_overwritten_unless_asked(tiny, tmp_path):

@@ -23,7 +23,6 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import math
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -136,7 +135,11 @@ class SearchSpace:
                 raise ValueError(
                     f"`dropouts` must lie in [0, 1). Received: dropouts={self.dropouts}"
                 )
-        set_(self, "learning_rates", _as_tuple("learning_rates", self.learning_rates, float))
+        set_(
+            self,
+            "learning_rates",
+            _as_tuple("learning_rates", self.learning_rates, float),
+        )
         for rate in self.learning_rates:
             if rate <= 0:
                 raise ValueError(
@@ -164,25 +167,29 @@ class SearchSpace:
     def grid(self) -> list[dict]:
         """Every valid combination, as hyper-parameter value dicts.
 
-        SASRec entries carry no `num_experts`. Order: model, hidden size,
-        blocks, heads, experts, dropout, learning rate (last varies fastest).
+        SASRec entries carry no `num_experts`. Configurations that share a
+        backbone (hidden size, blocks, heads, dropout, learning rate) are
+        adjacent, models in the order of `models`, then experts, so a
+        FAME trial follows the SASRec trial whose pretrained model it reuses.
         """
         configs = []
-        for model, d, blocks, h in itertools.product(
-            self.models, self.hidden_dims, self.num_blocks, self.heads
+        for d, blocks, h, rate, lr in itertools.product(
+            self.hidden_dims,
+            self.num_blocks,
+            self.heads,
+            self.dropouts,
+            self.learning_rates,
         ):
             if d % h:
                 continue
-            experts = self.experts if model == "fame" else (None,)
-            for n, rate, lr in itertools.product(
-                experts, self.dropouts, self.learning_rates
-            ):
-                values = {"model": model, "hidden_dim": d, "num_blocks": blocks}
-                values["num_heads"] = h
-                if n is not None:
-                    values["num_experts"] = n
-                values.update(dropout=rate, learning_rate=lr)
-                configs.append(values)
+            for model in self.models:
+                for n in self.experts if model == "fame" else (None,):
+                    values = {"model": model, "hidden_dim": d, "num_blocks": blocks}
+                    values["num_heads"] = h
+                    if n is not None:
+                        values["num_experts"] = n
+                    values.update(dropout=rate, learning_rate=lr)
+                    configs.append(values)
         return configs
 
     # ---------------------------------------------------------- declaration
@@ -300,7 +307,9 @@ class SASRecCache:
         (workdir / "config.json").write_text(
             json.dumps(dataclasses.asdict(config), indent=2) + "\n"
         )
-        model, results = train_sasrec(self.dataset, config, workdir, verbose=self.verbose)
+        model, results = train_sasrec(
+            self.dataset, config, workdir, verbose=self.verbose
+        )
         (self.loaded if finished else self.trained).append(key)
         return model, results
 
@@ -399,7 +408,9 @@ class FAMEHyperModel(keras_tuner.HyperModel):
             )
         space = SearchSpace() if space is None else space
         if not isinstance(space, SearchSpace):
-            raise ValueError(f"`space` must be a SearchSpace. Received: space={space!r}")
+            raise ValueError(
+                f"`space` must be a SearchSpace. Received: space={space!r}"
+            )
         for arg, value in (
             ("epochs", epochs),
             ("max_len", max_len),
@@ -450,6 +461,15 @@ class FAMEHyperModel(keras_tuner.HyperModel):
                 ),
                 verbose=verbose,
             )
+        elif (cache.config.max_len, cache.config.pretrain_epochs) != (
+            max_len,
+            pretrain_epochs,
+        ):
+            raise ValueError(
+                "`cache` was made for max_len="
+                f"{cache.config.max_len}, pretrain_epochs={cache.config.pretrain_epochs}; "
+                f"received max_len={max_len}, pretrain_epochs={pretrain_epochs}."
+            )
         self.cache = cache
         self.builds = 0
         self.fits = 0
@@ -489,7 +509,9 @@ class FAMEHyperModel(keras_tuner.HyperModel):
         keras.utils.set_random_seed(self.seed)
         kwargs = dict(max_len=self.max_len, **self._backbone(values))
         if values["model"] == "fame":
-            model = FAME(self.dataset.num_items, num_experts=values["num_experts"], **kwargs)
+            model = FAME(
+                self.dataset.num_items, num_experts=values["num_experts"], **kwargs
+            )
         else:
             model = SASRec(self.dataset.num_items, **kwargs)
         model.compile(optimizer=keras.optimizers.Adam(values["learning_rate"]))
@@ -548,7 +570,9 @@ class FAMEHyperModel(keras_tuner.HyperModel):
         if values["model"] == "sasrec" and cached_budget:
             sasrec, results = self.pretrained(values)
             model.set_weights(sasrec.get_weights())
-            metrics = {f"val_{k}": v for k, v in results["valid"].items() if k != "users"}
+            metrics = {
+                f"val_{k}": v for k, v in results["valid"].items() if k != "users"
+            }
             if self.evaluate_test:
                 metrics.update(
                     {f"test_{k}": v for k, v in results["test"].items() if k != "users"}
@@ -570,6 +594,7 @@ class FAMEHyperModel(keras_tuner.HyperModel):
 
         if values["model"] == "fame" and self.warm_start and not continuing:
             sasrec, _ = self.pretrained(values)
+            keras.utils.set_random_seed(self.seed)  # the fresh parts' init
             warm = FAME.from_sasrec(
                 sasrec,
                 num_experts=values["num_experts"],
@@ -638,9 +663,6 @@ def _is_checkpoint(callback) -> bool:
 
 def _check_positive(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-
-
-def finite(value) -> bool:
-    """Whether `value` is a finite number."""
-    return isinstance(value, (int, float)) and math.isfinite(value)
+        raise ValueError(
+            f"`{name}` must be a positive integer. Received: {name}={value!r}"
+        )

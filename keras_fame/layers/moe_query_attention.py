@@ -42,9 +42,10 @@ class MoEQueryAttention(keras.layers.Layer):
     projection (this is how the package's SASRec block uses it).
 
     Masks: padding positions (False in `padding_mask`) never act as keys, and
-    their own output is zero. With `use_causal_mask=True` position `i` only
-    sees positions `j <= i`. Softmaxes (attention and router) run in float32,
-    so mixed-precision policies stay finite.
+    their own output is zero (their router weights are meaningless). With
+    `use_causal_mask=True` position `i` only sees positions `j <= i`. The
+    masks become one float32 additive bias; softmaxes (attention and router)
+    run in float32, so mixed-precision policies stay finite.
 
     Args:
         num_heads: Number of heads `H`. The input's last dimension must be
