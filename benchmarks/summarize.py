@@ -1,0 +1,70 @@
+"""Prints the committed results as Markdown tables (used for the README).
+
+python benchmarks/summarize.py            # all results under benchmarks/results
+"""
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
+
+
+def table2(results_dir: Path = RESULTS) -> str:
+    rows = [
+        "| dataset | model | "
+        + " | ".join(METRICS)
+        + " | best epoch | s/epoch | min to best |",
+        "|---|---|" + "---|" * len(METRICS) + "---|---|---|",
+    ]
+    for dataset in ("beauty", "sports", "toys"):
+        for model in ("sasrec", "fame"):
+            path = results_dir / f"{dataset}-{model}.json"
+            if not path.exists():
+                continue
+            record = json.loads(path.read_text())
+            ours = " | ".join(f"{record['test'][m]:.4f}" for m in METRICS)
+            paper = " | ".join(f"{record['paper_test'][m]:.4f}" for m in METRICS)
+            to_best = record["seconds_to_best"] / 60
+            rows.append(
+                f"| {dataset} | {model} (ours) | {ours} | {record['best_epoch']} | "
+                f"{record['epoch_seconds']:.0f} | {to_best:.0f} |"
+            )
+            rows.append(f"| {dataset} | {model} (paper) | {paper} | | | |")
+    return "\n".join(rows)
+
+
+def epoch_time(results_dir: Path = RESULTS) -> str:
+    path = results_dir / "epoch_time.json"
+    if not path.exists():
+        return ""
+    record = json.loads(path.read_text())
+    rows = [
+        "| model | epoch (s) | sequences/s | GFLOP/s | share of matmul peak | x matmul-bound |",
+        "|---|---|---|---|---|---|",
+    ]
+    for model, r in record["models"].items():
+        rows.append(
+            f"| {model} | {r['epoch_seconds']:.1f} | {r['sequences_per_second']:.0f} | "
+            f"{r['achieved_gflops']:.1f} | {r['fraction_of_peak']:.0%} | "
+            f"{r['matmul_bound_ratio']:.2f} |"
+        )
+    rows.append("")
+    rows.append(
+        f"FAME / SASRec epoch time: {record['fame_over_sasrec']:.2f}x; matmul peak "
+        f"{record['matmul_peak_gflops']:.0f} GFLOP/s; `{record['command']}` at "
+        f"{record['commit'][:12]} on {record['machine']}."
+    )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    results_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS
+    print(table2(results_dir))
+    print()
+    print(epoch_time(results_dir))
+
+
+if __name__ == "__main__":
+    main()
