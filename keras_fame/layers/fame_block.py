@@ -3,17 +3,12 @@
 import keras
 from keras import ops
 
-from keras_fame.layers._utils import (
-    check_positive_int,
-    check_rate,
-    clone_initializer,
-    default_initializer,
-)
-from keras_fame.layers.moe_query_attention import MoEQueryAttention
+from keras_fame.layers._block_base import AttentionBlockBase
+from keras_fame.layers._utils import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_fame")
-class FAMEBlock(keras.layers.Layer):
+class FAMEBlock(AttentionBlockBase):
     """FAME's last block: per-head MoE attention and a shared per-head FFN'.
 
     For every head `h` (one facet), with `x^(h)` the head's slice of the block
@@ -64,67 +59,28 @@ class FAMEBlock(keras.layers.Layer):
         kernel_initializer="default",
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        check_positive_int("num_heads", num_heads)
+        super().__init__(
+            num_heads,
+            dropout=dropout,
+            attention_dropout=attention_dropout,
+            activation=activation,
+            layer_norm_epsilon=layer_norm_epsilon,
+            kernel_initializer=kernel_initializer,
+            **kwargs,
+        )
         check_positive_int("num_experts", num_experts)
-        check_rate("dropout", dropout)
-        check_rate("attention_dropout", attention_dropout)
-        self.num_heads = num_heads
         self.num_experts = num_experts
-        self.dropout = dropout
-        self.attention_dropout = attention_dropout
-        self.activation = keras.activations.get(activation)
-        self.layer_norm_epsilon = layer_norm_epsilon
-        if kernel_initializer == "default":
-            kernel_initializer = default_initializer()
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def build(self, input_shape):
-        hidden_dim = input_shape[-1]
-        if hidden_dim % self.num_heads:
-            raise ValueError(
-                "`hidden_dim` must be divisible by `num_heads`. Received: "
-                f"hidden_dim={hidden_dim}, num_heads={self.num_heads}"
-            )
-        self.head_dim = head_dim = hidden_dim // self.num_heads
+        self.head_dim = head_dim = self._head_dim(input_shape[-1])
         head_shape = (*input_shape[:-1], self.num_heads, head_dim)
-        policy = self.dtype_policy
-        init = self.kernel_initializer
-        self.attention = MoEQueryAttention(
-            self.num_heads,
-            self.num_experts,
-            dropout=self.attention_dropout,
-            use_bias=True,
-            kernel_initializer=clone_initializer(init),
-            dtype=policy,
-            name="attention",
-        )
-        self.attention.build(input_shape)
-        self.attention_dropout_layer = keras.layers.Dropout(self.dropout, dtype=policy)
-        self.attention_norm = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, dtype=policy, name="attention_norm"
-        )
-        self.attention_norm.build(head_shape)
-        self.ffn_inner = keras.layers.Dense(
-            head_dim,
-            activation=self.activation,
-            kernel_initializer=clone_initializer(init),
-            dtype=policy,
-            name="ffn_inner",
-        )
-        self.ffn_inner.build(head_shape)
-        self.ffn_outer = keras.layers.Dense(
-            head_dim,
-            kernel_initializer=clone_initializer(init),
-            dtype=policy,
-            name="ffn_outer",
-        )
-        self.ffn_outer.build(head_shape)
-        self.ffn_dropout = keras.layers.Dropout(self.dropout, dtype=policy)
-        self.ffn_norm = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, dtype=policy, name="ffn_norm"
-        )
-        self.ffn_norm.build(head_shape)
+        self.attention = self._attention(input_shape, self.num_experts)
+        self.attention_dropout_layer = self._dropout()
+        self.attention_norm = self._norm(head_shape, "attention_norm")
+        self.ffn_inner = self._dense(head_dim, head_shape, "ffn_inner", self.activation)
+        self.ffn_outer = self._dense(head_dim, head_shape, "ffn_outer")
+        self.ffn_dropout = self._dropout()
+        self.ffn_norm = self._norm(head_shape, "ffn_norm")
         self.built = True
 
     def call(self, x, padding_mask=None, training=None, return_routing=False):
@@ -145,17 +101,5 @@ class FAMEBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "num_heads": self.num_heads,
-                "num_experts": self.num_experts,
-                "dropout": self.dropout,
-                "attention_dropout": self.attention_dropout,
-                "activation": keras.activations.serialize(self.activation),
-                "layer_norm_epsilon": self.layer_norm_epsilon,
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-            }
-        )
+        config["num_experts"] = self.num_experts
         return config

@@ -3,17 +3,12 @@
 import keras
 from keras import ops
 
-from keras_fame.layers._utils import (
-    check_positive_int,
-    check_rate,
-    clone_initializer,
-    default_initializer,
-)
-from keras_fame.layers.moe_query_attention import MoEQueryAttention
+from keras_fame.layers._block_base import AttentionBlockBase
+from keras_fame.layers._utils import check_positive_int, clone_initializer
 
 
 @keras.saving.register_keras_serializable(package="keras_fame")
-class TransformerBlock(keras.layers.Layer):
+class TransformerBlock(AttentionBlockBase):
     """One causal self-attention block of SASRec (post-LayerNorm).
 
     `y = LayerNorm(x + Dropout(MHA(x) W_O))`, then
@@ -53,46 +48,27 @@ class TransformerBlock(keras.layers.Layer):
         kernel_initializer="default",
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        check_positive_int("num_heads", num_heads)
+        super().__init__(
+            num_heads,
+            dropout=dropout,
+            attention_dropout=attention_dropout,
+            activation=activation,
+            layer_norm_epsilon=layer_norm_epsilon,
+            kernel_initializer=kernel_initializer,
+            **kwargs,
+        )
         check_positive_int("intermediate_dim", intermediate_dim)
-        check_rate("dropout", dropout)
-        check_rate("attention_dropout", attention_dropout)
-        self.num_heads = num_heads
         self.intermediate_dim = intermediate_dim
-        self.dropout = dropout
-        self.attention_dropout = attention_dropout
-        self.activation = keras.activations.get(activation)
-        self.layer_norm_epsilon = layer_norm_epsilon
-        if kernel_initializer == "default":
-            kernel_initializer = default_initializer()
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.supports_masking = True
 
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
-        if hidden_dim % self.num_heads:
-            raise ValueError(
-                "`hidden_dim` must be divisible by `num_heads`. Received: "
-                f"hidden_dim={hidden_dim}, num_heads={self.num_heads}"
-            )
-        head_dim = hidden_dim // self.num_heads
-        policy = self.dtype_policy
-        init = self.kernel_initializer
-        self.attention = MoEQueryAttention(
-            self.num_heads,
-            num_experts=1,
-            dropout=self.attention_dropout,
-            use_bias=True,
-            kernel_initializer=clone_initializer(init),
-            dtype=policy,
-            name="attention",
-        )
-        self.attention.build(input_shape)
+        head_dim = self._head_dim(hidden_dim)
+        self.attention = self._attention(input_shape, num_experts=1)
         self.output_kernel = self.add_weight(
             name="output_kernel",
             shape=(self.num_heads, head_dim, hidden_dim),
-            initializer=clone_initializer(init),
+            initializer=clone_initializer(self.kernel_initializer),
             dtype=self.variable_dtype,
         )
         self.output_bias = self.add_weight(
@@ -101,31 +77,16 @@ class TransformerBlock(keras.layers.Layer):
             initializer="zeros",
             dtype=self.variable_dtype,
         )
-        self.attention_dropout_layer = keras.layers.Dropout(self.dropout, dtype=policy)
-        self.attention_norm = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, dtype=policy, name="attention_norm"
+        self.attention_dropout_layer = self._dropout()
+        self.attention_norm = self._norm(input_shape, "attention_norm")
+        self.ffn_inner = self._dense(
+            self.intermediate_dim, input_shape, "ffn_inner", self.activation
         )
-        self.attention_norm.build(input_shape)
-        self.ffn_inner = keras.layers.Dense(
-            self.intermediate_dim,
-            activation=self.activation,
-            kernel_initializer=clone_initializer(init),
-            dtype=policy,
-            name="ffn_inner",
+        self.ffn_outer = self._dense(
+            hidden_dim, (*input_shape[:-1], self.intermediate_dim), "ffn_outer"
         )
-        self.ffn_inner.build(input_shape)
-        self.ffn_outer = keras.layers.Dense(
-            hidden_dim,
-            kernel_initializer=clone_initializer(init),
-            dtype=policy,
-            name="ffn_outer",
-        )
-        self.ffn_outer.build((*input_shape[:-1], self.intermediate_dim))
-        self.ffn_dropout = keras.layers.Dropout(self.dropout, dtype=policy)
-        self.ffn_norm = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, dtype=policy, name="ffn_norm"
-        )
-        self.ffn_norm.build(input_shape)
+        self.ffn_dropout = self._dropout()
+        self.ffn_norm = self._norm(input_shape, "ffn_norm")
         self.built = True
 
     def call(self, x, padding_mask=None, training=None, mask=None):
@@ -148,17 +109,5 @@ class TransformerBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "num_heads": self.num_heads,
-                "intermediate_dim": self.intermediate_dim,
-                "dropout": self.dropout,
-                "attention_dropout": self.attention_dropout,
-                "activation": keras.activations.serialize(self.activation),
-                "layer_norm_epsilon": self.layer_norm_epsilon,
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-            }
-        )
+        config["intermediate_dim"] = self.intermediate_dim
         return config

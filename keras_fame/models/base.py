@@ -10,6 +10,7 @@ from keras_fame.layers._utils import (
     check_rate,
     default_initializer,
 )
+from keras_fame.layers.transformer_block import TransformerBlock
 
 
 @keras.saving.register_keras_serializable(package="keras_fame")
@@ -155,6 +156,23 @@ class SequentialRecommender(keras.Model):
 
     def _build_encoder(self, shape):
         raise NotImplementedError
+
+    def _transformer_blocks(self, count: int, shape) -> list:
+        """`count` built SASRec blocks named `block_0`, `block_1`, ..."""
+        blocks = []
+        for index in range(count):
+            block = TransformerBlock(
+                self.num_heads,
+                self.intermediate_dim,
+                dropout=self.dropout,
+                attention_dropout=self.attention_dropout,
+                activation=self.activation,
+                dtype=self.dtype_policy,
+                name=f"block_{index}",
+            )
+            block.build(shape)
+            blocks.append(block)
+        return blocks
 
     def _encode(self, x, padding_mask, training=None, details=False):
         raise NotImplementedError

@@ -7,7 +7,6 @@ from keras import ops
 from keras_fame.layers._utils import check_positive_int
 from keras_fame.layers.facet_gated_scorer import FacetGatedScorer
 from keras_fame.layers.fame_block import FAMEBlock
-from keras_fame.layers.transformer_block import TransformerBlock
 from keras_fame.models.base import SequentialRecommender
 from keras_fame.models.sasrec import SASRec
 
@@ -87,19 +86,7 @@ class FAME(SequentialRecommender):
 
     def _build_encoder(self, shape):
         policy = self.dtype_policy
-        self.blocks = []
-        for index in range(self.num_blocks - 1):
-            block = TransformerBlock(
-                self.num_heads,
-                self.intermediate_dim,
-                dropout=self.dropout,
-                attention_dropout=self.attention_dropout,
-                activation=self.activation,
-                dtype=policy,
-                name=f"block_{index}",
-            )
-            block.build(shape)
-            self.blocks.append(block)
+        self.blocks = self._transformer_blocks(self.num_blocks - 1, shape)
         self.fame_block = FAMEBlock(
             self.num_heads,
             self.num_experts,

@@ -2,7 +2,6 @@
 
 import keras
 
-from keras_fame.layers.transformer_block import TransformerBlock
 from keras_fame.models.base import SequentialRecommender
 
 
@@ -42,19 +41,7 @@ class SASRec(SequentialRecommender):
         self.build()
 
     def _build_encoder(self, shape):
-        self.blocks = []
-        for index in range(self.num_blocks):
-            block = TransformerBlock(
-                self.num_heads,
-                self.intermediate_dim,
-                dropout=self.dropout,
-                attention_dropout=self.attention_dropout,
-                activation=self.activation,
-                dtype=self.dtype_policy,
-                name=f"block_{index}",
-            )
-            block.build(shape)
-            self.blocks.append(block)
+        self.blocks = self._transformer_blocks(self.num_blocks, shape)
 
     def _encode(self, x, padding_mask, training=None, details=False):
         for block in self.blocks:
