@@ -285,8 +285,7 @@ def _serving_module(model: SequentialRecommender, k: int):
         @tf.function(input_signature=_INPUT_SIGNATURE, autograph=False)
         def facets(item_ids):
             _, context = prepare(item_ids)
-            x, padding_mask = model._embed(context, training=False)
-            out = model._encode(x, padding_mask, training=False, details=True)
+            out = model.facets(context)
             return {
                 "gate": tf.cast(out["gate"][:, -1], tf.float32),
                 "routing": tf.cast(out["routing"][:, -1], tf.float32),

@@ -121,6 +121,22 @@ class FAME(SequentialRecommender):
 
     # ------------------------------------------------------------ inspection
 
+    def facets(self, item_ids):
+        """Traceable head gate and expert routing at every position.
+
+        Args:
+            item_ids: int tensor `(batch, length)`, left-padded with 0, at most
+                `max_len` long (used as is; no validation, so it can run inside
+                a `tf.function` or a serving signature).
+
+        Returns:
+            A dict of tensors: `gate` `(batch, length, num_heads)` and
+            `routing` `(batch, length, num_heads, num_experts)`.
+        """
+        x, padding_mask = self._embed(item_ids, training=False)
+        out = self._encode(x, padding_mask, training=False, details=True)
+        return {"gate": out["gate"], "routing": out["routing"]}
+
     def facet_weights(self, item_ids, all_positions: bool = False):
         """The head gate and expert routing weights for a batch of histories.
 
@@ -137,8 +153,7 @@ class FAME(SequentialRecommender):
             meaningless).
         """
         item_ids = self._context(self._check_item_ids(item_ids))
-        x, padding_mask = self._embed(item_ids, training=False)
-        out = self._encode(x, padding_mask, training=False, details=True)
+        out = self.facets(item_ids)
         result = {
             "gate": ops.convert_to_numpy(ops.cast(out["gate"], "float32")),
             "routing": ops.convert_to_numpy(ops.cast(out["routing"], "float32")),
