@@ -98,6 +98,7 @@ def _commit() -> str:
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    commit = _commit()  # the code this run uses (read now, not after training)
 
     from keras_fame import datasets
     from keras_fame.training import METRICS, TrainConfig, two_stage
@@ -154,7 +155,7 @@ def main(argv=None):
             "seconds_to_best": results["seconds_to_best"],
             "config": dataclasses.asdict(config),
             "seed": config.seed,
-            "commit": _commit(),
+            "commit": commit,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
             "command": "python examples/train_sports.py " + " ".join(argv),
             "date": time.strftime("%Y-%m-%d"),
