@@ -11,7 +11,9 @@ BACKEND_NEUTRAL = sorted((PACKAGE / "layers").glob("*.py")) + sorted(
 )
 
 
-@pytest.mark.parametrize("path", BACKEND_NEUTRAL, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize(
+    "path", BACKEND_NEUTRAL, ids=lambda p: f"{p.parent.name}/{p.name}"
+)
 def test_no_backend_specific_imports(path):
     tree = ast.parse(path.read_text())
     imported = set()
@@ -22,10 +24,17 @@ def test_no_backend_specific_imports(path):
             imported.add(node.module.split(".")[0])
             if node.module.startswith("keras_fame."):
                 sub = node.module.split(".")[1]
-                assert sub in {"layers", "models"}, f"{path.name} imports keras_fame.{sub}"
+                assert sub in {"layers", "models"}, (
+                    f"{path.name} imports keras_fame.{sub}"
+                )
     assert not imported & {"tensorflow", "jax", "torch", "tf_keras"}, imported
 
 
 def test_backend_neutral_modules_exist():
     names = {p.name for p in BACKEND_NEUTRAL}
-    assert {"moe_query_attention.py", "facet_gated_scorer.py", "fame.py", "sasrec.py"} <= names
+    assert {
+        "moe_query_attention.py",
+        "facet_gated_scorer.py",
+        "fame.py",
+        "sasrec.py",
+    } <= names
