@@ -49,6 +49,8 @@ class TrainConfig:
         num_experts: FAME's experts per head.
         expert_init: `"random"` (paper) or `"pretrained"` (see
             `FAME.from_sasrec`).
+        facet_init: `"random"` (paper) or `"identity"` (see
+            `FAME.from_sasrec`).
         learning_rate, batch_size: Adam and the training batch.
         pretrain_epochs, finetune_epochs: epoch budgets of the two stages.
         patience: early-stopping patience on validation NDCG@20.
@@ -69,6 +71,7 @@ class TrainConfig:
     dropout: float = 0.5
     attention_dropout: float | None = None
     expert_init: str = "random"
+    facet_init: str = "random"
     learning_rate: float = 1e-3
     batch_size: int = 256
     pretrain_epochs: int = 200
@@ -252,6 +255,7 @@ def train_fame(
             sasrec,
             num_experts=config.num_experts,
             expert_init=config.expert_init,
+            facet_init=config.facet_init,
             seed=config.seed,
         )
 

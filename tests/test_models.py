@@ -258,3 +258,18 @@ def test_mixed_precision_training_stays_finite(policy):
         if isinstance(model, FAME):
             facets = model.facet_weights(x)
             np.testing.assert_allclose(facets["routing"].sum(-1), 1.0, atol=1e-2)
+
+
+def test_from_sasrec_identity_facets_score_with_the_concatenated_head_states():
+    sasrec, _ = _models()
+    fame = FAME.from_sasrec(sasrec, num_experts=2, facet_init="identity")
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(3, 2, 8)).astype("float32")
+    items = rng.normal(size=(5, 16)).astype("float32")
+    gate = _np(fame.scorer.gate(states))
+    expected = (gate[:, :, None] * states * 2).reshape(3, 16) @ items.T
+    np.testing.assert_allclose(
+        _np(fame.scorer(states, items)), expected, rtol=1e-4, atol=1e-4
+    )
+    with pytest.raises(ValueError, match="facet_init"):
+        FAME.from_sasrec(sasrec, num_experts=2, facet_init="zeros")

@@ -11,6 +11,7 @@ from keras_fame.models.base import SequentialRecommender
 from keras_fame.models.sasrec import SASRec
 
 _EXPERT_INITS = ("random", "pretrained")
+_FACET_INITS = ("random", "identity")
 
 
 @keras.saving.register_keras_serializable(package="keras_fame")
@@ -209,6 +210,7 @@ class FAME(SequentialRecommender):
         expert_init: str = "random",
         expert_noise: float = 0.02,
         seed: int | None = None,
+        facet_init: str = "random",
         **overrides,
     ) -> "FAME":
         """Builds FAME warm-started from a trained SASRec (paper Sec. 4.4.2).
@@ -227,6 +229,11 @@ class FAME(SequentialRecommender):
                 from SASRec's attention pattern.
             expert_noise: Noise stddev for `expert_init="pretrained"`.
             seed: Seed of that noise.
+            facet_init: `"random"` (the paper) or `"identity"`: head `h`'s
+                `W_f^(h)` starts as `num_heads` times the identity on the
+                `h`-th slice of the embedding, so that with a uniform gate the
+                scoring vector starts as the concatenated head states, as in
+                SASRec, instead of a random projection.
             **overrides: Other FAME arguments (e.g. `dropout`); the
                 architecture arguments must match SASRec's.
 
@@ -236,6 +243,11 @@ class FAME(SequentialRecommender):
         if not isinstance(sasrec, SASRec):
             raise TypeError(
                 f"`sasrec` must be a keras_fame.models.SASRec. Received: {type(sasrec)}"
+            )
+        if facet_init not in _FACET_INITS:
+            raise ValueError(
+                f"`facet_init` must be one of {_FACET_INITS}. "
+                f"Received: facet_init={facet_init!r}"
             )
         if expert_init not in _EXPERT_INITS:
             raise ValueError(
@@ -285,6 +297,10 @@ class FAME(SequentialRecommender):
             target.query_bias.assign(
                 np.broadcast_to(query_bias, bias_shape).astype("float32")
             )
+        if facet_init == "identity":
+            h, d, k = fame.num_heads, fame.hidden_dim, fame.head_dim
+            eye = np.eye(d, dtype="float32").reshape(d, h, k).transpose(1, 0, 2)
+            fame.scorer.facet_kernel.assign(h * eye)
         return fame
 
     def get_config(self):
