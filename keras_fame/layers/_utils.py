@@ -39,16 +39,6 @@ def check_rate(name: str, value) -> None:
         )
 
 
-def masked_softmax(logits, mask, axis: int = -1):
-    """Softmax in float32 over `axis`, with `mask` (bool, broadcastable) applied.
-
-    Masked entries get probability exactly 0; a row whose entries are all masked
-    returns all zeros instead of a uniform distribution. The result is float32;
-    callers cast it back to their compute dtype.
-    """
-    logits = ops.cast(logits, "float32")
-    if mask is None:
-        return ops.softmax(logits, axis=axis)
-    logits = ops.where(mask, logits, _MASK_VALUE)
-    probs = ops.softmax(logits, axis=axis)
-    return ops.where(mask, probs, 0.0)
+def float32_softmax(logits, axis: int = -1):
+    """Softmax computed in float32 (finite under float16/bfloat16 policies)."""
+    return ops.softmax(ops.cast(logits, "float32"), axis=axis)

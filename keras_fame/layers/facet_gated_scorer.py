@@ -7,7 +7,7 @@ from keras_fame.layers._utils import (
     check_positive_int,
     clone_initializer,
     default_initializer,
-    masked_softmax,
+    float32_softmax,
 )
 
 
@@ -113,7 +113,7 @@ class FacetGatedScorer(keras.layers.Layer):
         h, k = self.num_heads, self.head_dim
         kernel = ops.reshape(self.gate_kernel, (h, k, h))
         logits = ops.einsum("...hk,hkg->...g", head_states, kernel) + self.gate_bias
-        return ops.cast(masked_softmax(logits, None, axis=-1), self.compute_dtype)
+        return ops.cast(float32_softmax(logits, axis=-1), self.compute_dtype)
 
     def query(self, head_states, return_gate=False):
         """The scoring vector `sum_h g_h W_f^(h) F^(h)`: `(..., hidden_dim)`.

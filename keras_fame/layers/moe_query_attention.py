@@ -11,6 +11,7 @@ from keras_fame.layers._utils import (
     check_rate,
     clone_initializer,
     default_initializer,
+    float32_softmax,
 )
 
 
@@ -201,7 +202,7 @@ class MoEQueryAttention(keras.layers.Layer):
         bias = self._attention_bias(x, padding_mask, use_causal_mask)
         if bias is not None:
             logits = logits + bias
-        probs = ops.cast(ops.softmax(logits, axis=-1), self.compute_dtype)
+        probs = ops.cast(float32_softmax(logits, axis=-1), self.compute_dtype)
         probs = self._dropout_layer(probs, training=training)
         probs = ops.reshape(probs, (-1, h, n * length, length))
         # (batch, heads, experts, length, head_dim)
@@ -216,8 +217,7 @@ class MoEQueryAttention(keras.layers.Layer):
                 "bhnlk,hnkm->blhm", expert_outputs, router_kernel
             )
             routing = ops.cast(
-                ops.softmax(ops.cast(router_logits, "float32"), axis=-1),
-                self.compute_dtype,
+                float32_softmax(router_logits, axis=-1), self.compute_dtype
             )
             outputs = ops.einsum("blhn,bhnlk->blhk", routing, expert_outputs)
         if padding_mask is not None:
