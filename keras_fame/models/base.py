@@ -69,6 +69,35 @@ class PositionEmbedding(keras.layers.Layer):
         return config
 
 
+def top_k_items(scores, histories, k: int, exclude_seen: bool = True):
+    """Best `k` item ids per row of `scores`, never padding, optionally unseen.
+
+    Args:
+        scores: float `(batch, ..., num_items + 1)`, column = item id.
+        histories: int `(batch, length)`; with `exclude_seen` their items are
+            removed from every row of the same batch entry.
+        k: List length.
+        exclude_seen: Remove the history's items.
+
+    Returns:
+        `(ids, scores)`: int32 and float32 arrays `(batch, ..., k)`, best
+        first; slots left without a candidate hold id -1 and score -inf.
+    """
+    scores = np.array(scores, dtype="float32")
+    scores[..., 0] = -np.inf
+    if exclude_seen:
+        rows = np.repeat(np.arange(len(histories)), histories.shape[1])
+        scores[rows, ..., histories.reshape(-1)] = -np.inf
+        scores[..., 0] = -np.inf
+    top = np.argpartition(-scores, k - 1, axis=-1)[..., :k]
+    top_scores = np.take_along_axis(scores, top, axis=-1)
+    order = np.argsort(-top_scores, axis=-1, kind="stable")
+    ids = np.take_along_axis(top, order, axis=-1).astype("int32")
+    top_scores = np.take_along_axis(top_scores, order, axis=-1)
+    ids[np.isneginf(top_scores)] = -1
+    return ids, top_scores
+
+
 class SequentialRecommender(keras.Model):
     """Base class of `SASRec` and `FAME`: embeddings, scoring, loss, serving.
 
@@ -307,20 +336,10 @@ class SequentialRecommender(keras.Model):
         all_ids, all_scores = [], []
         for start in range(0, len(item_ids), batch_size):
             batch = item_ids[start : start + batch_size]
-            scores = ops.convert_to_numpy(self.score(self._context(batch))).copy()
-            scores[:, 0] = -np.inf
-            if exclude_seen:
-                rows = np.repeat(np.arange(len(batch)), batch.shape[1])
-                scores[rows, batch.reshape(-1)] = -np.inf
-                scores[:, 0] = -np.inf
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
-            ids = np.take_along_axis(top, order, axis=1).astype("int32")
-            top_scores = np.take_along_axis(top_scores, order, axis=1)
-            ids[np.isneginf(top_scores)] = -1
+            scores = ops.convert_to_numpy(self.score(self._context(batch)))
+            ids, top_scores = top_k_items(scores, batch, k, exclude_seen)
             all_ids.append(ids)
-            all_scores.append(top_scores.astype("float32"))
+            all_scores.append(top_scores)
         return np.concatenate(all_ids), np.concatenate(all_scores)
 
     # ---------------------------------------------------------------- config

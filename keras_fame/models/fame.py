@@ -7,7 +7,7 @@ from keras import ops
 from keras_fame.layers._utils import check_positive_int
 from keras_fame.layers.facet_gated_scorer import FacetGatedScorer
 from keras_fame.layers.fame_block import FAMEBlock
-from keras_fame.models.base import SequentialRecommender
+from keras_fame.models.base import SequentialRecommender, top_k_items
 from keras_fame.models.sasrec import SASRec
 
 _EXPERT_INITS = ("random", "pretrained")
@@ -183,17 +183,17 @@ class FAME(SequentialRecommender):
         x, padding_mask = self._embed(context, training=False)
         out = self._encode(x, padding_mask, training=False, details=True)
         head_scores = self.scorer.head_scores(out["states"][:, -1], self.item_table())
-        head_scores = ops.convert_to_numpy(ops.cast(head_scores, "float32")).copy()
-        head_scores[..., 0] = -np.inf
-        if exclude_seen:
-            for row, history in enumerate(item_ids):
-                head_scores[row, :, history] = -np.inf
-            head_scores[..., 0] = -np.inf
-        head_top = np.argsort(-head_scores, axis=-1, kind="stable")[..., :k]
-        top_ids, top_scores = self.recommend(item_ids, k=k, exclude_seen=exclude_seen)
+        head_ids, head_top_scores = top_k_items(
+            ops.convert_to_numpy(ops.cast(head_scores, "float32")),
+            item_ids,
+            k,
+            exclude_seen,
+        )
+        final = ops.convert_to_numpy(self.logits(out["vectors"][:, -1]))
+        top_ids, top_scores = top_k_items(final, item_ids, k, exclude_seen)
         return {
-            "head_top_ids": head_top.astype("int32"),
-            "head_top_scores": np.take_along_axis(head_scores, head_top, -1),
+            "head_top_ids": head_ids,
+            "head_top_scores": head_top_scores,
             "gate": ops.convert_to_numpy(ops.cast(out["gate"][:, -1], "float32")),
             "routing": ops.convert_to_numpy(ops.cast(out["routing"][:, -1], "float32")),
             "top_ids": top_ids,
