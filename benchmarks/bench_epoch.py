@@ -112,7 +112,7 @@ def run(args):
             batch_size=args.batch_size,
             max_len=args.max_len,
             seed=args.seed,
-            **({"bucket": True} if args.bucket else {}),
+            bucket=args.bucket,
         )
         model.fit(train.take(args.warmup_steps), epochs=1, verbose=0)  # trace
         times = []

@@ -105,16 +105,14 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
 
 
 def _train_pipeline(dataset, config: TrainConfig):
-    kwargs = dict(
+    return dataset.train_dataset(
         batch_size=config.batch_size,
         max_len=config.max_len,
         shuffle=True,
         seed=config.seed,
         windows=config.windows,
+        bucket=config.bucket,
     )
-    if config.bucket:
-        kwargs["bucket"] = True
-    return dataset.train_dataset(**kwargs)
 
 
 def _write_json(path: Path, value) -> None:
