@@ -47,6 +47,7 @@ __all__ = [
     "metric_names",
     "metrics_from_ranks",
     "rank_targets",
+    "rank_targets_chunked",
 ]
 
 DEFAULT_KS = (5, 10, 20)
@@ -156,6 +157,129 @@ def rank_targets(scores: Any, targets: Any, seen_ids: Any | None = None) -> Any:
     target_scores = target_scores[:, 0]
     unrankable = ops.logical_or(
         target_excluded,
+        ops.logical_or(
+            ops.isnan(target_scores), ops.equal(target_scores, -float("inf"))
+        ),
+    )
+    return ops.where(unrankable, float("inf"), ranks)
+
+
+def rank_targets_chunked(
+    vectors: Any,
+    item_table: Any,
+    targets: Any,
+    seen_ids: Any | None = None,
+    chunk_size: int = 65536,
+) -> Any:
+    """`rank_targets` for inner-product scores, streaming the item table.
+
+    The scores `vectors @ item_table.T` are never held whole: the table is
+    read `chunk_size` rows at a time (a `keras.ops.fori_loop`), so memory is
+    `O(batch * chunk_size)` instead of `O(batch * num_items)` and the number
+    of items only costs time. Ranking rules are those of `rank_targets`
+    (pessimistic ties, padding id 0 and `seen_ids` removed, unrankable
+    targets get `inf`). The target's own score is one dot product; it can
+    differ from its matrix-product score by rounding, so the rank can differ
+    from `rank_targets` by one where another item's score lies within
+    rounding of the target's.
+
+    Args:
+        vectors: float `(batch, dim)` scoring vectors.
+        item_table: float `(num_items + 1, dim)`, row = item id (row 0 is
+            never a candidate).
+        targets: int `(batch,)`.
+        seen_ids: optional int `(batch, num_seen)` ids to remove (0 = none;
+            repeats are removed once).
+        chunk_size: Table rows scored at once.
+
+    Returns:
+        float32 `(batch,)` ranks, `inf` for unrankable targets.
+    """
+    if not _is_int(chunk_size) or chunk_size < 1:
+        raise ValueError(
+            f"`chunk_size` must be a positive integer. Received: chunk_size={chunk_size!r}"
+        )
+    vectors = ops.convert_to_tensor(vectors)
+    item_table = ops.convert_to_tensor(item_table)
+    if len(vectors.shape) != 2 or len(item_table.shape) != 2:
+        raise ValueError(
+            "`vectors` must be (batch, dim) and `item_table` (num_items + 1, dim). "
+            f"Received: {vectors.shape} and {item_table.shape}"
+        )
+    targets = ops.cast(ops.reshape(ops.convert_to_tensor(targets), (-1,)), "int32")
+    num_rows = item_table.shape[0]
+    if num_rows is None:
+        num_rows = ops.shape(item_table)[0]
+    chunk_size = (
+        int(min(chunk_size, num_rows)) if isinstance(num_rows, int) else int(chunk_size)
+    )
+    num_chunks = (num_rows + chunk_size - 1) // chunk_size
+    dtype = item_table.dtype
+    vectors = ops.cast(vectors, dtype)
+    # Pad the table to whole chunks; padded rows are no candidates.
+    table = ops.pad(item_table, [[0, num_chunks * chunk_size - num_rows], [0, 0]])
+
+    valid_target = ops.logical_and(targets >= 1, targets < num_rows)
+    safe_targets = ops.where(valid_target, targets, 0)
+    target_rows = ops.take(item_table, safe_targets, axis=0)
+    # Rounded like a matrix-product score: float32 sum, then the table dtype.
+    target_scores = ops.cast(
+        ops.cast(
+            ops.sum(ops.cast(vectors, "float32") * ops.cast(target_rows, "float32"), 1),
+            dtype,
+        ),
+        "float32",
+    )
+
+    if seen_ids is None:
+        seen = ops.zeros((ops.shape(targets)[0], 1), "int32")
+    else:
+        seen = ops.convert_to_tensor(seen_ids)
+        if len(seen.shape) != 2:
+            raise ValueError(
+                "`seen_ids` must have shape (batch, num_seen). "
+                f"Received: seen_ids.shape={seen.shape}"
+            )
+        seen = ops.sort(ops.cast(seen, "int32"), axis=1)
+        # Each distinct id once: drop a sorted id equal to its left neighbour.
+        repeat = ops.concatenate(
+            [ops.zeros_like(seen[:, :1], "bool"), ops.equal(seen[:, 1:], seen[:, :-1])],
+            axis=1,
+        )
+        seen = ops.where(repeat, 0, seen)
+    in_range = ops.logical_and(seen >= 1, seen < num_rows)
+    seen = ops.where(in_range, seen, 0)
+    target_seen = ops.any(ops.equal(seen, ops.expand_dims(targets, 1)), axis=1)
+    # The target is counted once at the end, not among the seen or the chunk.
+    seen = ops.where(ops.equal(seen, ops.expand_dims(targets, 1)), 0, seen)
+    threshold = ops.expand_dims(target_scores, 1)
+
+    def body(index, count):
+        start = index * chunk_size
+        chunk = ops.slice(table, [start, 0], [chunk_size, ops.shape(table)[1]])
+        scores = ops.cast(ops.matmul(vectors, ops.transpose(chunk)), "float32")
+        ids = start + ops.arange(chunk_size, dtype="int32")
+        candidate = ops.logical_and(
+            ops.logical_and(ids >= 1, ids < num_rows),
+            ops.not_equal(ops.expand_dims(ids, 0), ops.expand_dims(targets, 1)),
+        )
+        ahead = ops.logical_and(scores >= threshold, candidate)
+        count = count + ops.sum(ops.cast(ahead, "int32"), axis=1)
+        here = ops.logical_and(
+            ops.logical_and(seen >= start, seen < start + chunk_size), seen >= 1
+        )
+        seen_scores = ops.take_along_axis(
+            scores, ops.clip(seen - start, 0, chunk_size - 1), axis=1
+        )
+        seen_ahead = ops.logical_and(here, seen_scores >= threshold)
+        return count - ops.sum(ops.cast(seen_ahead, "int32"), axis=1)
+
+    count = ops.fori_loop(
+        0, num_chunks, body, ops.zeros((ops.shape(targets)[0],), "int32")
+    )
+    ranks = ops.cast(count, "float32") + 1.0
+    unrankable = ops.logical_or(
+        ops.logical_or(ops.logical_not(valid_target), target_seen),
         ops.logical_or(
             ops.isnan(target_scores), ops.equal(target_scores, -float("inf"))
         ),
@@ -291,14 +415,34 @@ def _as_int_array(value: Any, name: str, ndim: int) -> np.ndarray:
 class _RankingEvaluator:
     """Feeds batches through `model.score` + `rank_targets`, compiled once."""
 
-    def __init__(self, model: Any, exclude_history: bool, run_eagerly: bool = False):
-        if not callable(getattr(model, "score", None)):
+    def __init__(
+        self,
+        model: Any,
+        exclude_history: bool,
+        run_eagerly: bool = False,
+        item_chunk_size: int | None = None,
+    ):
+        if item_chunk_size is not None:
+            if not _is_int(item_chunk_size) or item_chunk_size < 1:
+                raise ValueError(
+                    "`item_chunk_size` must be a positive integer or None. "
+                    f"Received: item_chunk_size={item_chunk_size!r}"
+                )
+            for method in ("user_vectors", "item_table"):
+                if not callable(getattr(model, method, None)):
+                    raise TypeError(
+                        "`item_chunk_size` needs a model with `user_vectors(item_ids)` "
+                        f"and `item_table()` (SASRec, FAME). {type(model).__name__} "
+                        f"has no `{method}`."
+                    )
+        elif not callable(getattr(model, "score", None)):
             raise TypeError(
                 "`model` must have a `score(item_ids)` method returning "
                 f"(batch, num_items + 1) scores. Received: {type(model).__name__}"
             )
         self.model = model
         self.exclude_history = bool(exclude_history)
+        self.item_chunk_size = item_chunk_size
         self._step = (
             self._rank_batch
             if run_eagerly
@@ -306,6 +450,16 @@ class _RankingEvaluator:
         )
 
     def _rank_batch(self, item_ids, seen_ids, targets):
+        if self.item_chunk_size is not None:
+            table = self.model.item_table()
+            ranks = rank_targets_chunked(
+                self.model.user_vectors(item_ids),
+                table,
+                targets,
+                seen_ids if self.exclude_history else None,
+                self.item_chunk_size,
+            )
+            return ranks, ops.shape(table)[0]
         scores = self.model.score(item_ids)
         ranks = rank_targets(
             scores, targets, seen_ids if self.exclude_history else None
@@ -363,6 +517,7 @@ def evaluate_ranking(
     exclude_history: bool = True,
     *,
     run_eagerly: bool = False,
+    item_chunk_size: int | None = None,
 ) -> dict:
     """Full-ranking next-item evaluation: HR@k, NDCG@k and MRR over users.
 
@@ -392,6 +547,10 @@ def evaluate_ranking(
         exclude_history: Remove `seen_ids` from the candidates.
         run_eagerly: Call `model.score` eagerly (for debugging, or for a
             model whose `score` is not traceable).
+        item_chunk_size: Stream the catalogue `item_chunk_size` items at a
+            time (`rank_targets_chunked`): memory `batch * item_chunk_size`
+            scores instead of `batch * num_items`, for large catalogues.
+            Needs `model.user_vectors` and `model.item_table` (SASRec, FAME).
 
     Returns:
         Dict `{"HR@k": float, ..., "NDCG@k": float, ..., "MRR": float,
@@ -414,7 +573,7 @@ def evaluate_ranking(
     (0.5, 1.0, 2)
     """
     ks = _check_ks(ks)
-    evaluator = _RankingEvaluator(model, exclude_history, run_eagerly)
+    evaluator = _RankingEvaluator(model, exclude_history, run_eagerly, item_chunk_size)
     return metrics_from_ranks(evaluator.ranks(dataset), ks)
 
 
@@ -455,6 +614,8 @@ class RankingEvaluation(keras.callbacks.Callback):
             and reloaded at the start of training, so that a run resumed
             with `keras.callbacks.BackupAndRestore` keeps its patience
             count and its best weights.
+        item_chunk_size: Stream the item table in chunks of this many items
+            (see `evaluate_ranking`); `None` scores all items at once.
 
     Attributes:
         best: Best value of `monitor` so far (`-inf` before any evaluation).
@@ -490,6 +651,7 @@ class RankingEvaluation(keras.callbacks.Callback):
         min_delta: float = 0.0,
         run_eagerly: bool = False,
         state_dir: str | None = None,
+        item_chunk_size: int | None = None,
     ):
         super().__init__()
         self.ks = _check_ks(ks)
@@ -532,6 +694,7 @@ class RankingEvaluation(keras.callbacks.Callback):
         self.min_delta = float(min_delta)
         self.run_eagerly = bool(run_eagerly)
         self.state_dir = None if state_dir is None else os.fspath(state_dir)
+        self.item_chunk_size = item_chunk_size
         self._evaluator = None
         self._reset()
 
@@ -597,7 +760,7 @@ class RankingEvaluation(keras.callbacks.Callback):
         """
         if self._evaluator is None or self._evaluator.model is not self.model:
             self._evaluator = _RankingEvaluator(
-                self.model, self.exclude_history, self.run_eagerly
+                self.model, self.exclude_history, self.run_eagerly, self.item_chunk_size
             )
         return metrics_from_ranks(self._evaluator.ranks(self.valid_dataset), self.ks)
 

@@ -61,6 +61,13 @@ class TrainConfig:
         seed: seeds weights, dropout and the shuffle.
         deterministic: make TensorFlow ops deterministic (same seed, same
             metrics).
+        softmax, num_negatives, negatives: the loss (see
+            `SequentialRecommender`): `"full"` softmax over all items (the
+            paper), or `"sampled"` with `num_negatives` uniform and/or
+            in-batch negatives (log-Q corrected; in-batch popularity is set
+            from the training targets).
+        distribution: `"none"`, `"mirrored"` or `"multi_worker"` (see
+            `keras_fame.distribute`); `batch_size` is the global batch.
     """
 
     hidden_dim: int = 64
@@ -83,6 +90,10 @@ class TrainConfig:
     backup_every: int = 200
     seed: int = 0
     deterministic: bool = True
+    softmax: str = "full"
+    num_negatives: int = 1024
+    negatives: str = "uniform"
+    distribution: str = "none"
 
     def model_kwargs(self) -> dict:
         return dict(
@@ -92,7 +103,30 @@ class TrainConfig:
             num_heads=self.num_heads,
             dropout=self.dropout,
             attention_dropout=self.attention_dropout,
+            softmax=self.softmax,
+            num_negatives=self.num_negatives,
+            negatives=self.negatives,
+            sampler_seed=self.seed,
         )
+
+
+# Fields added after runs were recorded: left out of comparisons and cache
+# keys while they hold their defaults, so earlier work folders stay valid.
+LATER_FIELDS = {
+    "softmax": "full",
+    "num_negatives": 1024,
+    "negatives": "uniform",
+    "distribution": "none",
+}
+
+
+def config_record(config: TrainConfig) -> dict:
+    """`config` as a dict, without later fields that hold their defaults."""
+    record = dataclasses.asdict(config)
+    for name, default in LATER_FIELDS.items():
+        if record[name] == default:
+            del record[name]
+    return record
 
 
 def set_seed(seed: int, deterministic: bool = True) -> None:
@@ -104,7 +138,7 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def _train_pipeline(dataset, config: TrainConfig):
+def _train_pipeline(dataset, config: TrainConfig, count_targets: bool = False):
     return dataset.train_dataset(
         batch_size=config.batch_size,
         max_len=config.max_len,
@@ -112,7 +146,16 @@ def _train_pipeline(dataset, config: TrainConfig):
         seed=config.seed,
         windows=config.windows,
         bucket=config.bucket,
+        count_targets=count_targets,
     )
+
+
+def target_counts(dataset, config: TrainConfig):
+    """How often each item id is a training target: `(num_items + 1,)`."""
+    import numpy as np
+
+    _, targets = dataset.train_arrays(config.max_len, config.windows)
+    return np.bincount(targets[targets > 0], minlength=dataset.num_items + 1)
 
 
 def _write_json(path: Path, value) -> None:
@@ -173,8 +216,10 @@ def fit_stage(
         keras.callbacks.TensorBoard(str(stage_dir / "logs"), update_freq="epoch"),
         *extra_callbacks,
     ]
+    strategy = getattr(model, "distribute_strategy", None)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     model.fit(
-        _train_pipeline(dataset, config),
+        _train_pipeline(dataset, config, count_targets=replicas > 1),
         epochs=epochs,
         callbacks=callbacks,
         verbose=verbose,
@@ -223,8 +268,14 @@ def evaluate_splits(model, dataset, config: TrainConfig) -> dict:
     return out
 
 
-def train_sasrec(dataset, config: TrainConfig, workdir, verbose: int = 1, callbacks=()):
-    """Stage 1: trains (or reloads, or resumes) SASRec in `workdir/sasrec`."""
+def train_sasrec(
+    dataset, config: TrainConfig, workdir, verbose: int = 1, callbacks=(), strategy=None
+):
+    """Stage 1: trains (or reloads, or resumes) SASRec in `workdir/sasrec`.
+
+    `strategy` (default: made from `config.distribution`) is the
+    `tf.distribute.Strategy` whose scope holds the model.
+    """
     return _run_stage(
         "sasrec",
         lambda: SASRec(dataset.num_items, **config.model_kwargs()),
@@ -234,13 +285,23 @@ def train_sasrec(dataset, config: TrainConfig, workdir, verbose: int = 1, callba
         config.pretrain_epochs,
         verbose,
         callbacks,
+        strategy,
     )
 
 
 def train_fame(
-    dataset, config: TrainConfig, workdir, sasrec=None, verbose: int = 1, callbacks=()
+    dataset,
+    config: TrainConfig,
+    workdir,
+    sasrec=None,
+    verbose: int = 1,
+    callbacks=(),
+    strategy=None,
 ):
-    """Stage 2: FAME warm-started from `sasrec` (or from scratch), fine-tuned."""
+    """Stage 2: FAME warm-started from `sasrec` (or from scratch), fine-tuned.
+
+    Under a strategy, `sasrec` must have been built in the same `strategy`.
+    """
 
     def build():
         if sasrec is None:
@@ -266,23 +327,42 @@ def train_fame(
         config.finetune_epochs,
         verbose,
         callbacks,
+        strategy,
     )
 
 
-def _run_stage(name, build, dataset, config, workdir, epochs, verbose, callbacks=()):
+def _run_stage(
+    name, build, dataset, config, workdir, epochs, verbose, callbacks=(), strategy=None
+):
+    from keras_fame.distribute import is_chief, make_strategy
+
+    if strategy is None:
+        strategy = make_strategy(config.distribution)
     stage_dir = Path(workdir) / name
+    if not is_chief(strategy):
+        # Other workers train in step with the chief but keep their own
+        # backups; only the chief writes the stage's results.
+        task = strategy.cluster_resolver.task_id
+        stage_dir = Path(workdir) / f"worker-{task}" / name
     model_path = stage_dir / "model.keras"
     results_path = stage_dir / "results.json"
-    if model_path.exists() and results_path.exists():
+    with strategy.scope():
+        if model_path.exists() and results_path.exists():
+            if verbose:
+                print(f"[{name}] finished earlier: loading {model_path}")
+            model = keras.saving.load_model(model_path)
+            return model, json.loads(results_path.read_text())
+        set_seed(config.seed, config.deterministic)
+        model = build()
+        if config.softmax == "sampled" and config.negatives != "uniform":
+            model.set_item_frequencies(target_counts(dataset, config))
         if verbose:
-            print(f"[{name}] finished earlier: loading {model_path}")
-        model = keras.saving.load_model(model_path)
-        return model, json.loads(results_path.read_text())
-    set_seed(config.seed, config.deterministic)
-    model = build()
-    if verbose:
-        print(f"[{name}] training {model.count_params():,} parameters in {stage_dir}")
-    summary = fit_stage(model, dataset, config, stage_dir, epochs, verbose, callbacks)
+            print(
+                f"[{name}] training {model.count_params():,} parameters in {stage_dir}"
+            )
+        summary = fit_stage(
+            model, dataset, config, stage_dir, epochs, verbose, callbacks
+        )
     metrics = evaluate_splits(model, dataset, config)
     results = {**metrics, **{k: v for k, v in summary.items() if k != "history"}}
     model.save(model_path)
@@ -291,7 +371,7 @@ def _run_stage(name, build, dataset, config, workdir, epochs, verbose, callbacks
 
 
 def two_stage(
-    dataset, config: TrainConfig, workdir, verbose: int = 1, callbacks=()
+    dataset, config: TrainConfig, workdir, verbose: int = 1, callbacks=(), strategy=None
 ) -> dict:
     """Runs the paper's recipe: pretrain SASRec, warm-start FAME, fine-tune.
 
@@ -302,6 +382,8 @@ def two_stage(
             same folder resumes an interrupted run.
         verbose: Keras verbosity.
         callbacks: More Keras callbacks for both stages.
+        strategy: A `tf.distribute.Strategy` to use instead of the one
+            `config.distribution` names (e.g. particular devices).
 
     Returns:
         `{"sasrec": (model, results), "fame": (model, results)}`, where
@@ -316,16 +398,22 @@ def two_stage(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "config.json"
-    current = dataclasses.asdict(config)
+    current = config_record(config)
     if config_path.exists():
         previous = json.loads(config_path.read_text())
         if previous != current:
-            changed = sorted(k for k in current if previous.get(k) != current[k])
+            changed = sorted(
+                k for k in {**previous, **current} if previous.get(k) != current.get(k)
+            )
             raise ValueError(
                 f"{config_path} holds another configuration (differs in {changed}); "
                 "use a new workdir, or delete it to start over."
             )
     _write_json(config_path, current)
-    sasrec = train_sasrec(dataset, config, workdir, verbose, callbacks)
-    fame = train_fame(dataset, config, workdir, sasrec[0], verbose, callbacks)
+    from keras_fame.distribute import make_strategy
+
+    if strategy is None:
+        strategy = make_strategy(config.distribution)
+    sasrec = train_sasrec(dataset, config, workdir, verbose, callbacks, strategy)
+    fame = train_fame(dataset, config, workdir, sasrec[0], verbose, callbacks, strategy)
     return {"sasrec": sasrec, "fame": fame}

@@ -372,3 +372,76 @@ def test_callback_argument_errors():
     with pytest.raises(ValueError, match="`ks`"):
         RankingEvaluation(valid, ks=(0,))
     assert RankingEvaluation(valid, monitor="val_HR@10").monitor == "HR@10"
+
+
+# ------------------------------------------------------------ chunked ranking
+
+
+def _chunk_case(seed=0, batch=40, num_items=300, dim=8):
+    from keras_fame.evaluation import rank_targets
+
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(batch, dim)).astype("float32")
+    table = rng.normal(size=(num_items + 1, dim)).astype("float32")
+    targets = rng.integers(1, num_items + 1, size=batch)
+    targets[0] = 0  # padding: unrankable
+    targets[1] = num_items + 5  # out of range: unrankable
+    seen = rng.integers(0, num_items + 1, size=(batch, 25))
+    seen[2, 3] = targets[2]  # target in the history: a miss
+    seen[3, :5] = seen[3, 5]  # repeats are removed once
+    full = np.asarray(rank_targets(vectors @ table.T, targets, seen))
+    return vectors, table, targets, seen, full
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, 301, 10_000])
+def test_chunked_ranks_equal_full_ranks(chunk_size):
+    from keras_fame.evaluation import rank_targets_chunked
+
+    vectors, table, targets, seen, full = _chunk_case()
+    chunked = np.asarray(
+        rank_targets_chunked(vectors, table, targets, seen, chunk_size)
+    )
+    assert np.isinf(full[:3]).all()
+    np.testing.assert_array_equal(chunked, full)
+    no_history = np.asarray(rank_targets_chunked(vectors, table, targets, None, 64))
+    from keras_fame.evaluation import rank_targets
+
+    np.testing.assert_array_equal(
+        no_history, np.asarray(rank_targets(vectors @ table.T, targets))
+    )
+
+
+def test_chunked_ranks_hand_computed_with_ties():
+    from keras_fame.evaluation import rank_targets_chunked
+
+    # scores = table @ [1]: items 1..5 score 3, 1, 3, 2, 3; target 3 ties with
+    # items 1 and 5 (pessimistic: rank 3); with item 5 seen, rank 2.
+    table = np.array([[9.0], [3.0], [1.0], [3.0], [2.0], [3.0]], "float32")
+    vectors = np.ones((2, 1), "float32")
+    ranks = rank_targets_chunked(
+        vectors, table, np.array([3, 3]), np.array([[0, 0], [5, 5]]), chunk_size=2
+    )
+    np.testing.assert_array_equal(np.asarray(ranks), [3.0, 2.0])
+
+
+def test_evaluate_ranking_streams_the_item_table():
+    from keras_fame.models import SASRec
+
+    rng = np.random.default_rng(0)
+    model = SASRec(num_items=90, max_len=6, hidden_dim=8, num_heads=2)
+    ids = rng.integers(1, 91, size=(50, 6)).astype("int32")
+    ids[:10, :3] = 0
+    data = [
+        (
+            {"item_ids": ids[i : i + 16], "seen_ids": ids[i : i + 16]},
+            rng.integers(1, 91, size=len(ids[i : i + 16])),
+        )
+        for i in range(0, 50, 16)
+    ]
+    full = evaluate_ranking(model, data)
+    chunked = evaluate_ranking(model, data, item_chunk_size=13)
+    assert chunked == full
+    with pytest.raises(TypeError, match="user_vectors"):
+        evaluate_ranking(object(), data, item_chunk_size=13)
+    with pytest.raises(ValueError, match="`item_chunk_size`"):
+        evaluate_ranking(model, data, item_chunk_size=0)

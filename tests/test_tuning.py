@@ -290,5 +290,7 @@ def test_make_tuner_rejects_bad_arguments(data, tmp_path):
         make_tuner("random", hypermodel, tmp_path, max_trials=0)
     with pytest.raises(ValueError, match="`expert_init`"):
         FAMEHyperModel(data, expert_init="copy", directory=tmp_path)
+    with pytest.raises(ValueError, match="`facet_init`"):
+        FAMEHyperModel(data, facet_init="eye", directory=tmp_path)
     with pytest.raises(ValueError, match="`directory`"):
         FAMEHyperModel(data)

@@ -34,7 +34,7 @@ import keras_tuner
 
 from keras_fame.evaluation import RankingEvaluation, evaluate_ranking
 from keras_fame.models import FAME, SASRec
-from keras_fame.training import TrainConfig, set_seed, train_sasrec
+from keras_fame.training import TrainConfig, config_record, set_seed, train_sasrec
 
 __all__ = [
     "MODELS",
@@ -273,8 +273,8 @@ class SASRecCache:
 
     def key(self, **backbone) -> str:
         """The folder name of one key: readable backbone + hash of the rest."""
-        config = dataclasses.asdict(self.config_for(**backbone))
-        for unused in ("num_experts", "expert_init", "finetune_epochs"):
+        config = config_record(self.config_for(**backbone))
+        for unused in ("num_experts", "expert_init", "facet_init", "finetune_epochs"):
             config.pop(unused)
         digest = hashlib.sha1(
             json.dumps(config, sort_keys=True, default=str).encode()
@@ -355,6 +355,8 @@ class FAMEHyperModel(keras_tuner.HyperModel):
         eval_batch_size: Users per evaluation batch.
         expert_init: `"random"` (paper) or `"pretrained"`, see
             `FAME.from_sasrec`.
+        facet_init: `"random"` (paper) or `"identity"`, see
+            `FAME.from_sasrec`.
         warm_start: Warm-start FAME from the pretrained SASRec (paper). If
             False, FAME trials train from scratch and nothing is pretrained.
         evaluate_test: Also report test metrics of every trial.
@@ -393,6 +395,7 @@ class FAMEHyperModel(keras_tuner.HyperModel):
         batch_size: int = 256,
         eval_batch_size: int = 1024,
         expert_init: str = "random",
+        facet_init: str = "random",
         warm_start: bool = True,
         evaluate_test: bool = True,
         seed: int = 0,
@@ -437,7 +440,13 @@ class FAMEHyperModel(keras_tuner.HyperModel):
         self.max_len = max_len
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
+        if facet_init not in ("random", "identity"):
+            raise ValueError(
+                "`facet_init` must be 'random' or 'identity'. "
+                f"Received: facet_init={facet_init!r}"
+            )
         self.expert_init = expert_init
+        self.facet_init = facet_init
         self.warm_start = bool(warm_start)
         self.evaluate_test = bool(evaluate_test)
         self.seed = seed
@@ -599,6 +608,7 @@ class FAMEHyperModel(keras_tuner.HyperModel):
                 sasrec,
                 num_experts=values["num_experts"],
                 expert_init=self.expert_init,
+                facet_init=self.facet_init,
                 seed=self.seed,
             )
             model.set_weights(warm.get_weights())

@@ -823,6 +823,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--expert-init", choices=("random", "pretrained"), default="random"
     )
     train.add_argument(
+        "--facet-init",
+        choices=("random", "identity"),
+        default="random",
+        help="W_f of the warm-started FAME: random (paper) or per-head identity",
+    )
+    train.add_argument(
         "--no-warm-start",
         action="store_true",
         help="train FAME from scratch (no SASRec pretraining)",
@@ -863,6 +869,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size,
         expert_init=args.expert_init,
+        facet_init=args.facet_init,
         warm_start=not args.no_warm_start,
         seed=args.seed,
     )

@@ -24,6 +24,7 @@ def make_train_dataset(
     drop_remainder: bool = False,
     bucket: bool = False,
     bucket_window: int = 32,
+    count_targets: bool = False,
 ) -> tf.data.Dataset:
     """Builds the training pipeline `(item_ids, next_item_ids)`.
 
@@ -47,6 +48,12 @@ def make_train_dataset(
             less on short-history data (Amazon: about 8 items per user,
             `max_len` 50).
         bucket_window: batches per sorting window (bucketing only).
+        count_targets: yield `({"item_ids": item_ids, "num_targets": n},
+            next_item_ids)` where `n` int32 `(batch,)` repeats the number of
+            real targets of the whole batch. Under `tf.distribute` each
+            replica sees a slice of the rows but still this global count, so
+            the models normalise the loss by the global batch (see
+            `SequentialRecommender`) and N replicas train exactly like one.
 
     Returns:
         A `tf.data.Dataset` of `(item_ids, next_item_ids)`, both int32 of
@@ -83,6 +90,12 @@ def make_train_dataset(
         )
     x = tf.constant(inputs.astype(np.int32))
     y = tf.constant(targets.astype(np.int32))
+
+    def finish(dataset):
+        if count_targets:
+            dataset = dataset.map(_with_target_count, deterministic=True)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
     rows = tf.data.Dataset.range(len(inputs))
     if shuffle:
         rows = rows.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
@@ -93,7 +106,7 @@ def make_train_dataset(
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
-        return dataset.prefetch(tf.data.AUTOTUNE)
+        return finish(dataset)
 
     _check_batch_size(bucket_window)
     lengths = tf.constant(np.count_nonzero(inputs, axis=1).astype(np.int64))
@@ -125,7 +138,13 @@ def make_train_dataset(
         len(inputs) // batch_size if drop_remainder else -(-len(inputs) // batch_size)
     )
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return finish(dataset)
+
+
+def _with_target_count(item_ids, next_item_ids):
+    count = tf.math.count_nonzero(next_item_ids, dtype=tf.int32)
+    num_targets = tf.fill(tf.shape(item_ids)[:1], count)
+    return {"item_ids": item_ids, "num_targets": num_targets}, next_item_ids
 
 
 def make_eval_dataset(

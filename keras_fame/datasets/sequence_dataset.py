@@ -359,6 +359,7 @@ class SequenceDataset:
         stride: int | None = None,
         drop_remainder: bool = False,
         bucket: bool = False,
+        count_targets: bool = False,
     ):
         """The training pipeline: `(item_ids, next_item_ids)` batches.
 
@@ -371,6 +372,10 @@ class SequenceDataset:
             drop_remainder: drop the final smaller batch.
             bucket: length-bucketed batches trimmed to their longest row
                 (see `pipelines.make_train_dataset`): same rows, less padding.
+            count_targets: features become `{"item_ids", "num_targets"}`
+                with the batch's real-target count, for exact loss
+                normalisation under `tf.distribute` (see
+                `pipelines.make_train_dataset`).
 
         Returns:
             A `tf.data.Dataset` of int32 `(batch, max_len)` pairs, left-padded
@@ -392,6 +397,7 @@ class SequenceDataset:
             seed,
             drop_remainder,
             bucket=bucket,
+            count_targets=count_targets,
         )
 
     def eval_dataset(

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 from keras import ops
+from keras.src.losses.loss import scale_loss_for_distribution
 
 from keras_fame.layers._utils import (
     _MASK_VALUE,
@@ -11,6 +12,9 @@ from keras_fame.layers._utils import (
     default_initializer,
 )
 from keras_fame.layers.transformer_block import TransformerBlock
+
+_SOFTMAXES = ("full", "sampled")
+_NEGATIVES = ("uniform", "in_batch", "mixed")
 
 
 @keras.saving.register_keras_serializable(package="keras_fame")
@@ -108,9 +112,24 @@ class SequentialRecommender(keras.Model):
 
     `model(item_ids)` returns those vectors. `fit` takes `(item_ids,
     next_item_ids)` batches, both `(batch, length)` int32 and left-padded with
-    0, and minimises full-softmax cross-entropy over all items at every
-    position whose target is not padding (logits are computed for those
-    positions only).
+    0, and minimises the cross-entropy of the next item at every position
+    whose target is not padding, averaged over those positions (logits are
+    computed for them only).
+
+    The softmax runs over all items (`softmax="full"`, the paper's loss) or,
+    for large catalogues, over the target and a sample of negatives
+    (`softmax="sampled"`): `num_negatives` ids drawn uniformly per step
+    (`negatives="uniform"`), the other targets of the batch
+    (`"in_batch"`), or both (`"mixed"`). Every sampled logit is corrected
+    by the log of the item's expected count in the sample (log-Q), and a
+    candidate equal to the position's own target (an accidental hit) is
+    removed, so the loss estimates the full-softmax cross-entropy. In-batch negatives follow item popularity; set it with
+    `set_item_frequencies` (counts of training targets) before training.
+
+    Under `tf.distribute`, feed `{"item_ids": ..., "num_targets": ...}`
+    features (`SequenceDataset.train_dataset(count_targets=True)`): with the
+    real-target count of the whole global batch, each replica's loss is its
+    share of the global mean, so the summed gradients equal one device's.
     """
 
     def __init__(
@@ -124,10 +143,24 @@ class SequentialRecommender(keras.Model):
         attention_dropout: float | None = None,
         intermediate_dim: int | None = None,
         activation: str = "gelu",
+        softmax: str = "full",
+        num_negatives: int = 1024,
+        negatives: str = "uniform",
+        sampler_seed: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         check_positive_int("num_items", num_items)
+        if softmax not in _SOFTMAXES:
+            raise ValueError(
+                f"`softmax` must be one of {_SOFTMAXES}. Received: softmax={softmax!r}"
+            )
+        if negatives not in _NEGATIVES:
+            raise ValueError(
+                f"`negatives` must be one of {_NEGATIVES}. "
+                f"Received: negatives={negatives!r}"
+            )
+        check_positive_int("num_negatives", num_negatives)
         check_positive_int("max_len", max_len)
         check_positive_int("hidden_dim", hidden_dim)
         check_positive_int("num_blocks", num_blocks)
@@ -153,6 +186,11 @@ class SequentialRecommender(keras.Model):
         self.attention_dropout = attention_dropout
         self.intermediate_dim = intermediate_dim
         self.activation = activation
+        self.softmax = softmax
+        self.num_negatives = num_negatives
+        self.negatives = negatives
+        self.sampler_seed = sampler_seed
+        self._sampler = keras.random.SeedGenerator(sampler_seed, name="sampler")
         # The loss gathers the real positions (a dynamic shape), which XLA can't
         # compile on the TensorFlow backend.
         self.supports_jit = False
@@ -181,7 +219,55 @@ class SequentialRecommender(keras.Model):
         self.position_embedding.build()
         self.embedding_norm.build(shape)
         self._build_encoder(shape)
+        if self._uses_frequencies:
+            # log of each item's share of the training targets (uniform until
+            # `set_item_frequencies`); the log-Q of in-batch negatives.
+            self.item_log_prior = self.add_weight(
+                name="item_log_prior",
+                shape=(self.num_items + 1,),
+                initializer=keras.initializers.Constant(-np.log(self.num_items)),
+                trainable=False,
+                dtype="float32",
+            )
         self.built = True
+
+    @property
+    def _uses_frequencies(self) -> bool:
+        return self.softmax == "sampled" and self.negatives in ("in_batch", "mixed")
+
+    def set_item_frequencies(self, counts) -> None:
+        """Sets the popularity that in-batch negatives are drawn from.
+
+        Args:
+            counts: `(num_items + 1,)` non-negative counts of each item id as
+                a training target (index 0, padding, is ignored), e.g.
+                `np.bincount(targets[targets > 0], minlength=num_items + 1)`.
+                Items never seen get a count of 1/2 so their log-Q stays
+                finite.
+        """
+        if not self._uses_frequencies:
+            raise ValueError(
+                "`set_item_frequencies` is for softmax='sampled' with "
+                "negatives='in_batch' or 'mixed'. This model has "
+                f"softmax={self.softmax!r}, negatives={self.negatives!r}."
+            )
+        counts = np.asarray(counts, dtype="float64")
+        if counts.shape != (self.num_items + 1,):
+            raise ValueError(
+                f"`counts` must have shape ({self.num_items + 1},) (one count per "
+                f"item id, 0 = padding). Received shape {counts.shape}."
+            )
+        if not np.all(np.isfinite(counts)) or (counts < 0).any():
+            raise ValueError("`counts` must be finite and non-negative.")
+        counts = counts.copy()
+        counts[0] = 0.0
+        counts[1:] = np.maximum(counts[1:], 0.5)
+        prior = np.full(counts.shape, -np.inf)
+        prior[1:] = np.log(counts[1:] / counts[1:].sum())
+        prior[0] = 0.0
+        if not self.built:
+            self.build()
+        self.item_log_prior.assign(prior.astype("float32"))
 
     def _build_encoder(self, shape):
         raise NotImplementedError
@@ -214,6 +300,8 @@ class SequentialRecommender(keras.Model):
         return x, padding_mask
 
     def call(self, item_ids, training=None):
+        if isinstance(item_ids, dict):
+            item_ids = item_ids["item_ids"]
         x, padding_mask = self._embed(item_ids, training=training)
         return self._encode(x, padding_mask, training=training)
 
@@ -254,13 +342,83 @@ class SequentialRecommender(keras.Model):
             weights = ops.cast(is_real, "float32")
         if sample_weight is not None:
             raise ValueError("`sample_weight` is not supported by SASRec/FAME.")
-        losses = keras.losses.sparse_categorical_crossentropy(
-            targets, self.logits(vectors), from_logits=True
-        )
-        loss = ops.sum(losses * weights) / ops.maximum(ops.sum(weights), 1.0)
+        if self.softmax == "full":
+            losses = keras.losses.sparse_categorical_crossentropy(
+                targets, self.logits(vectors), from_logits=True
+            )
+        else:
+            losses = self._sampled_softmax_losses(vectors, targets, weights)
+        total = ops.sum(losses * weights)
+        if isinstance(x, dict) and "num_targets" in x:
+            # The global batch's count: this replica's share of the global mean.
+            count = ops.cast(ops.max(x["num_targets"]), "float32")
+            loss = total / ops.maximum(count, 1.0)
+        else:
+            loss = scale_loss_for_distribution(
+                total / ops.maximum(ops.sum(weights), 1.0)
+            )
         if self.losses:
-            loss = loss + ops.cast(ops.sum(self.losses), loss.dtype)
+            loss = loss + scale_loss_for_distribution(
+                ops.cast(ops.sum(self.losses), loss.dtype)
+            )
         return loss
+
+    def _sampled_softmax_losses(self, vectors, targets, weights):
+        """Per-position sampled-softmax cross-entropy with log-Q correction.
+
+        The candidates are shared by all positions of the batch: uniform draws
+        from `[1, num_items]` (with replacement) and/or the batch's targets.
+        With `n_u` uniform draws and `n_b` real targets, item `j` is expected
+        `n_u / num_items + n_b * p(j)` times in the sample (`p`: the target
+        popularity), and `log` of that is subtracted from its logit. The
+        target's own term is exact (uncorrected, and removed from the
+        sample), so `exp(target) + sum_c exp(logit_c - log q_c)` is an
+        importance-sampling estimate of the full softmax's partition sum and
+        the loss estimates the full cross-entropy.
+        """
+        table = self.item_table()
+        candidates = []
+        if self.negatives in ("uniform", "mixed"):
+            candidates.append(
+                keras.random.randint(
+                    (self.num_negatives,),
+                    1,
+                    self.num_items + 1,
+                    seed=self._sampler,
+                    dtype="int32",
+                )
+            )
+        if self.negatives in ("in_batch", "mixed"):
+            candidates.append(targets)
+        candidates = ops.concatenate(candidates, axis=0)
+
+        def log_expected_count(ids):
+            count = ops.zeros(ops.shape(ids), "float32")
+            if self.negatives in ("uniform", "mixed"):
+                count = count + self.num_negatives / self.num_items
+            if self.negatives in ("in_batch", "mixed"):
+                prior = ops.exp(ops.take(self.item_log_prior, ids, axis=0))
+                count = count + ops.sum(weights) * prior
+            return ops.log(count)
+
+        target_logits = ops.cast(
+            ops.sum(vectors * ops.take(table, targets, axis=0), axis=-1), "float32"
+        )
+        negative_logits = ops.cast(
+            ops.matmul(vectors, ops.transpose(ops.take(table, candidates, axis=0))),
+            "float32",
+        ) - ops.expand_dims(log_expected_count(candidates), 0)
+        # Accidental hits (the target itself among the negatives) and the
+        # padding targets of a static-shape batch are no candidates.
+        removed = ops.logical_or(
+            ops.equal(ops.expand_dims(targets, 1), ops.expand_dims(candidates, 0)),
+            ops.expand_dims(ops.equal(candidates, 0), 0),
+        )
+        negative_logits = ops.where(removed, _MASK_VALUE, negative_logits)
+        logits = ops.concatenate(
+            [ops.expand_dims(target_logits, 1), negative_logits], axis=1
+        )
+        return ops.logsumexp(logits, axis=1) - target_logits
 
     # ------------------------------------------------------------- inference
 
@@ -304,10 +462,22 @@ class SequentialRecommender(keras.Model):
             float32 `(batch, num_items + 1)`, column `v` the score of item `v`;
             column 0 (padding) holds -1e9 so it never ranks first.
         """
+        return self.logits(self.user_vectors(item_ids))
+
+    def user_vectors(self, item_ids):
+        """The scoring vector after each history: `score = vector . item_table().T`.
+
+        Args:
+            item_ids: as for `score`.
+
+        Returns:
+            `(batch, hidden_dim)` in the compute dtype. With `item_table()`
+            this lets a caller stream the catalogue in chunks (see
+            `keras_fame.evaluation.evaluate_ranking(item_chunk_size=...)`).
+        """
         if isinstance(item_ids, (np.ndarray, list, tuple)):
             item_ids = self._context(self._check_item_ids(item_ids))
-        vectors = self(item_ids, training=False)[:, -1, :]
-        return self.logits(vectors)
+        return self(item_ids, training=False)[:, -1, :]
 
     def recommend(
         self, item_ids, k: int = 10, exclude_seen: bool = True, batch_size: int = 1024
@@ -364,6 +534,10 @@ class SequentialRecommender(keras.Model):
                 "attention_dropout": self.attention_dropout,
                 "intermediate_dim": self.intermediate_dim,
                 "activation": self.activation,
+                "softmax": self.softmax,
+                "num_negatives": self.num_negatives,
+                "negatives": self.negatives,
+                "sampler_seed": self.sampler_seed,
             }
         )
         return config

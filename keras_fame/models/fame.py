@@ -267,6 +267,10 @@ class FAME(SequentialRecommender):
                 "attention_dropout",
                 "intermediate_dim",
                 "activation",
+                "softmax",
+                "num_negatives",
+                "negatives",
+                "sampler_seed",
             )
         }
         for key in ("num_items", "max_len", "hidden_dim", "num_blocks", "num_heads"):
@@ -280,6 +284,8 @@ class FAME(SequentialRecommender):
         fame.item_embedding.set_weights(sasrec.item_embedding.get_weights())
         fame.position_embedding.set_weights(sasrec.position_embedding.get_weights())
         fame.embedding_norm.set_weights(sasrec.embedding_norm.get_weights())
+        if fame._uses_frequencies and sasrec._uses_frequencies:
+            fame.item_log_prior.assign(sasrec.item_log_prior)
         for source, target in zip(sasrec.blocks[:-1], fame.blocks, strict=True):
             target.set_weights(source.get_weights())
         source = sasrec.blocks[-1].attention

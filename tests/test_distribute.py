@@ -1,0 +1,115 @@
+"""tf.distribute: two replicas train exactly like one device."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from keras_fame.distribute import make_strategy
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys, tempfile
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    import numpy as np
+    from keras_fame.datasets import make_synthetic
+    from keras_fame.distribute import make_strategy
+    from keras_fame.evaluation import evaluate_ranking
+    from keras_fame.models import FAME, SASRec
+    from keras_fame.training import TrainConfig, two_stage
+
+    data = make_synthetic(num_users=240, num_items=100, seed=0)[0]
+    out = {}
+
+    def run(strategy, cls, count_targets=True):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            kwargs = dict(max_len=20, hidden_dim=16, num_heads=2, dropout=0.0)
+            if cls is FAME:
+                kwargs["num_experts"] = 2
+            model = cls(data.num_items, **kwargs)
+            model.compile(keras.optimizers.Adam(1e-2))
+        train = data.train_dataset(40, 20, seed=0, count_targets=count_targets)
+        loss = model.fit(train, epochs=2, verbose=0).history["loss"]
+        metrics = evaluate_ranking(model, data.eval_dataset("valid", 64, 20))
+        return loss, model.get_weights(), metrics
+
+    one = tf.distribute.OneDeviceStrategy("/cpu:0")
+    two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert two.num_replicas_in_sync == 2
+    for cls in (SASRec, FAME):
+        a, b = run(one, cls), run(two, cls)
+        out[cls.__name__] = {
+            "loss": [a[0], b[0]],
+            "weight_diff": max(float(np.abs(x - y).max()) for x, y in zip(a[1], b[1])),
+            "ndcg": [a[2]["NDCG@20"], b[2]["NDCG@20"]],
+        }
+    # Without the global count each replica averages its own positions: the
+    # run drifts away (the reason `count_targets` exists).
+    c = run(two, SASRec, count_targets=False)
+    a = run(one, SASRec)
+    out["uncounted_weight_diff"] = max(
+        float(np.abs(x - y).max()) for x, y in zip(a[1], c[1]))
+
+    # The training module: distribution="mirrored" takes both logical CPUs.
+    # (A strategy-less run shuffles one reshuffle earlier, see
+    # keras_fame.distribute, so the one-replica run is a OneDeviceStrategy.)
+    results = {}
+    for distribution, strategy in (("none", one), ("mirrored", None)):
+        config = TrainConfig(hidden_dim=16, max_len=20, dropout=0.0, batch_size=40,
+                             pretrain_epochs=2, finetune_epochs=1, patience=5,
+                             num_experts=2, eval_batch_size=64,
+                             distribution=distribution)
+        runs = two_stage(data, config, tempfile.mkdtemp(), verbose=0, strategy=strategy)
+        results[distribution] = [runs[s][1]["test"]["NDCG@20"] for s in ("sasrec", "fame")]
+    out["two_stage"] = results
+    print("RESULT " + json.dumps(out))
+    """
+)
+
+
+def test_two_replicas_match_one_device():
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    out = json.loads(line[len("RESULT ") :])
+    for name in ("SASRec", "FAME"):
+        one, two = out[name]["loss"]
+        assert one == pytest.approx(two, rel=1e-5), name
+        assert out[name]["weight_diff"] < 1e-4, name
+        assert out[name]["ndcg"][0] == pytest.approx(out[name]["ndcg"][1], abs=1e-6)
+    assert out["uncounted_weight_diff"] > 1e-3
+    none, mirrored = out["two_stage"]["none"], out["two_stage"]["mirrored"]
+    assert none == pytest.approx(mirrored, abs=1e-6)
+
+
+def test_make_strategy_arguments(monkeypatch):
+    with pytest.raises(ValueError, match="`distribution`"):
+        make_strategy("tpu")
+    with pytest.raises(ValueError, match="`devices`"):
+        make_strategy("none", devices=["/cpu:0"])
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        make_strategy("multi_worker")
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ValueError, match="TF_CONFIG is not valid JSON"):
+        make_strategy("multi_worker")
+    assert make_strategy("none").num_replicas_in_sync == 1
