@@ -38,7 +38,6 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 __all__ = [
@@ -443,11 +442,12 @@ class _RankingEvaluator:
         self.model = model
         self.exclude_history = bool(exclude_history)
         self.item_chunk_size = item_chunk_size
-        self._step = (
-            self._rank_batch
-            if run_eagerly
-            else tf.function(self._rank_batch, reduce_retracing=True)
-        )
+        if run_eagerly:
+            self._step = self._rank_batch
+        else:
+            import tensorflow as tf
+
+            self._step = tf.function(self._rank_batch, reduce_retracing=True)
 
     def _rank_batch(self, item_ids, seen_ids, targets):
         if self.item_chunk_size is not None:
@@ -484,7 +484,9 @@ class _RankingEvaluator:
             if targets.shape[0] == 0:
                 continue
             ranks, num_columns = self._step(
-                tf.constant(item_ids), tf.constant(seen_ids), tf.constant(targets)
+                ops.convert_to_tensor(item_ids),
+                ops.convert_to_tensor(seen_ids),
+                ops.convert_to_tensor(targets),
             )
             num_columns = int(num_columns)
             if num_items is not None and num_columns != int(num_items) + 1:

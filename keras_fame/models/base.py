@@ -191,9 +191,9 @@ class SequentialRecommender(keras.Model):
         self.negatives = negatives
         self.sampler_seed = sampler_seed
         self._sampler = keras.random.SeedGenerator(sampler_seed, name="sampler")
-        # The loss gathers the real positions (a dynamic shape), which XLA can't
-        # compile on the TensorFlow backend.
-        self.supports_jit = False
+        # On TensorFlow the loss gathers the real positions (a dynamic shape),
+        # which XLA can't compile; the other backends use static shapes.
+        self.supports_jit = keras.backend.backend() != "tensorflow"
 
         policy = self.dtype_policy
         self.item_embedding = keras.layers.Embedding(
