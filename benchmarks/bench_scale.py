@@ -37,6 +37,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -186,8 +187,8 @@ def run_one(kind, variant, args):
             seconds_median=float(np.median(times)),
             seconds_min=float(np.min(times)),
             users=args.eval_batch,
-            ranks_checksum=float(np.nan_to_num(ranks, posinf=-1.0).sum()),
         )
+        np.save(Path(args.ranks_dir) / f"{variant}.npy", ranks)
     device, peak = _device_memory()
     result.update(
         device=device,
@@ -220,7 +221,10 @@ def main(argv=None):
     parser.add_argument(
         "--out", default=str(ROOT / "benchmarks" / "results" / "scale.json")
     )
-    parser.add_argument("--one", nargs=2, metavar=("KIND", "VARIANT"), help=argparse.SUPPRESS)
+    parser.add_argument("--ranks-dir", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--one", nargs=2, metavar=("KIND", "VARIANT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
 
     if args.one:
@@ -231,9 +235,19 @@ def main(argv=None):
         ("eval", v) for v in args.eval.split(",") if v
     ]
     passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
+    ranks_dir = tempfile.mkdtemp(prefix="bench_scale_")
     results = []
     for kind, variant in jobs:
-        cmd = [sys.executable, __file__, *passthrough, "--one", kind, variant]
+        cmd = [
+            sys.executable,
+            __file__,
+            *passthrough,
+            "--ranks-dir",
+            ranks_dir,
+            "--one",
+            kind,
+            variant,
+        ]
         start = time.perf_counter()
         try:
             proc = subprocess.run(
@@ -248,11 +262,23 @@ def main(argv=None):
         )
         if line is None:
             tail = (proc.stderr or "")[-1500:]
-            error = "out of memory" if "RESOURCE_EXHAUSTED" in tail or proc.returncode == -9 else tail
-            results.append(
-                {"kind": kind, "variant": variant, "error": error, "returncode": proc.returncode}
+            error = (
+                "out of memory"
+                if "RESOURCE_EXHAUSTED" in tail or proc.returncode == -9
+                else tail
             )
-            print(f"{kind}/{variant}: FAILED ({proc.returncode}) {tail[-300:]}", flush=True)
+            results.append(
+                {
+                    "kind": kind,
+                    "variant": variant,
+                    "error": error,
+                    "returncode": proc.returncode,
+                }
+            )
+            print(
+                f"{kind}/{variant}: FAILED ({proc.returncode}) {tail[-300:]}",
+                flush=True,
+            )
             continue
         result = json.loads(line[len("RESULT ") :])
         result["wall_seconds"] = time.perf_counter() - start
@@ -264,10 +290,23 @@ def main(argv=None):
             f" ({'device' if result['device_peak_bytes'] else 'process RSS'})",
             flush=True,
         )
-    evals = {r["variant"]: r for r in results if r.get("kind") == "eval" and "error" not in r}
+    evals = {
+        r["variant"]: r for r in results if r.get("kind") == "eval" and "error" not in r
+    }
+    comparison = None
     if len(evals) == 2:
-        same = evals["full"]["ranks_checksum"] == evals["chunked"]["ranks_checksum"]
-        print(f"eval full and chunked ranks checksum equal: {same}")
+        import numpy as np
+
+        full = np.load(Path(ranks_dir) / "full.npy")
+        chunked = np.load(Path(ranks_dir) / "chunked.npy")
+        differ = full != chunked  # inf == inf: unrankable in both
+        gap = np.abs(np.where(differ, full - chunked, 0.0))
+        comparison = {
+            "users_with_different_rank": int(differ.sum()),
+            "max_rank_difference": float(gap.max()),
+            "max_relative_rank_difference": float((gap / full).max()),
+        }
+        print(f"eval full vs chunked ranks: {comparison}")
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
@@ -283,14 +322,25 @@ def main(argv=None):
         "config": {
             k: getattr(args, k)
             for k in (
-                "num_items", "batch_size", "max_len", "hidden_dim", "num_negatives",
-                "eval_batch", "chunk", "steps", "warmup", "seed",
+                "num_items",
+                "batch_size",
+                "max_len",
+                "hidden_dim",
+                "num_negatives",
+                "eval_batch",
+                "chunk",
+                "steps",
+                "warmup",
+                "seed",
             )
         },
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
         "commit": commit,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"
+        ),
         "results": results,
+        "full_vs_chunked_ranks": comparison,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

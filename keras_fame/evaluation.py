@@ -177,10 +177,11 @@ def rank_targets_chunked(
     `O(batch * chunk_size)` instead of `O(batch * num_items)` and the number
     of items only costs time. Ranking rules are those of `rank_targets`
     (pessimistic ties, padding id 0 and `seen_ids` removed, unrankable
-    targets get `inf`). The target's own score is one dot product; it can
-    differ from its matrix-product score by rounding, so the rank can differ
-    from `rank_targets` by one where another item's score lies within
-    rounding of the target's.
+    targets get `inf`). The target's own score comes from a separate
+    (batched) matrix product; where its rounding differs from the chunk's, a
+    rank can differ from `rank_targets` by the items whose scores lie within
+    that rounding of the target's (none in our CPU tests; see
+    `benchmarks/bench_scale.py` for a GPU comparison).
 
     Args:
         vectors: float `(batch, dim)` scoring vectors.
@@ -221,12 +222,12 @@ def rank_targets_chunked(
     valid_target = ops.logical_and(targets >= 1, targets < num_rows)
     safe_targets = ops.where(valid_target, targets, 0)
     target_rows = ops.take(item_table, safe_targets, axis=0)
-    # Rounded like a matrix-product score: float32 sum, then the table dtype.
+    # A (batched) matrix product like the chunks', so that its precision (e.g.
+    # TF32 on GPUs) and rounding match theirs.
     target_scores = ops.cast(
-        ops.cast(
-            ops.sum(ops.cast(vectors, "float32") * ops.cast(target_rows, "float32"), 1),
-            dtype,
-        ),
+        ops.matmul(ops.expand_dims(vectors, 1), ops.expand_dims(target_rows, 2))[
+            :, 0, 0
+        ],
         "float32",
     )
 
