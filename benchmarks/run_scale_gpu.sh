@@ -4,7 +4,7 @@
 # as wheels). Usage: OUT=/some/dir bash benchmarks/run_scale_gpu.sh
 set -uo pipefail
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-OUT=${OUT:-benchmarks/results}
+OUT=${OUT:-benchmarks/results/scale}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import jax, keras; print(jax.__version__, jax.devices(), keras.__version__)"
 # 10^6 items, 64 dense rows x 50 positions (3,200 scored positions, about what
