@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -44,7 +45,7 @@ SCRIPT = textwrap.dedent(
         metrics = evaluate_ranking(model, data.eval_dataset("valid", 64, 20))
         return loss, model.get_weights(), metrics
 
-    one = tf.distribute.OneDeviceStrategy("/cpu:0")
+    one = tf.distribute.get_strategy()  # no strategy at all
     two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert two.num_replicas_in_sync == 2
     for cls in (SASRec, FAME):
@@ -57,20 +58,19 @@ SCRIPT = textwrap.dedent(
     # Without the global count each replica averages its own positions: the
     # run drifts away (the reason `count_targets` exists).
     c = run(two, SASRec, count_targets=False)
-    a = run(one, SASRec)
+    a = run(one, SASRec, count_targets=False)
     out["uncounted_weight_diff"] = max(
         float(np.abs(x - y).max()) for x, y in zip(a[1], c[1]))
 
     # The training module: distribution="mirrored" takes both logical CPUs.
-    # (A strategy-less run shuffles one reshuffle earlier, see
-    # keras_fame.distribute, so the one-replica run is a OneDeviceStrategy.)
+    # The training module: distribution="mirrored" takes both logical CPUs.
     results = {}
-    for distribution, strategy in (("none", one), ("mirrored", None)):
+    for distribution in ("none", "mirrored"):
         config = TrainConfig(hidden_dim=16, max_len=20, dropout=0.0, batch_size=40,
                              pretrain_epochs=2, finetune_epochs=1, patience=5,
                              num_experts=2, eval_batch_size=64,
                              distribution=distribution)
-        runs = two_stage(data, config, tempfile.mkdtemp(), verbose=0, strategy=strategy)
+        runs = two_stage(data, config, tempfile.mkdtemp(), verbose=0)
         results[distribution] = [runs[s][1]["test"]["NDCG@20"] for s in ("sasrec", "fame")]
     out["two_stage"] = results
     print("RESULT " + json.dumps(out))
@@ -99,6 +99,85 @@ def test_two_replicas_match_one_device():
     assert out["uncounted_weight_diff"] > 1e-3
     none, mirrored = out["two_stage"]["none"], out["two_stage"]["mirrored"]
     assert none == pytest.approx(mirrored, abs=1e-6)
+
+
+WORKER = textwrap.dedent(
+    """
+    import json, os, sys
+    index, ports, workdir = int(sys.argv[1]), sys.argv[2].split(","), sys.argv[3]
+    if index >= 0:
+        os.environ["TF_CONFIG"] = json.dumps({
+            "cluster": {"worker": [f"localhost:{p}" for p in ports]},
+            "task": {"type": "worker", "index": index}})
+    from keras_fame.datasets import make_synthetic
+    from keras_fame.training import TrainConfig, two_stage
+    data = make_synthetic(num_users=240, num_items=100, seed=0)[0]
+    config = TrainConfig(hidden_dim=16, max_len=20, dropout=0.0, batch_size=40,
+                         pretrain_epochs=2, finetune_epochs=1, patience=5,
+                         num_experts=2, eval_batch_size=64,
+                         distribution="multi_worker" if index >= 0 else "none")
+    runs = two_stage(data, config, workdir, verbose=0)
+    print("RESULT " + json.dumps(
+        {s: runs[s][1]["test"] for s in ("sasrec", "fame")}), flush=True)
+    """
+)
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _result(stdout):
+    line = next(x for x in stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
+
+
+def test_two_workers_match_one_process(tmp_path):
+    """MultiWorkerMirroredStrategy via TF_CONFIG: two local worker processes."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("TF_CONFIG", None)
+    ports = ",".join(str(p) for p in _free_ports(2))
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(i), ports, str(tmp_path / "multi")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        for i in range(2)
+    ]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    for worker, (_, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err[-4000:]
+    single = subprocess.run(
+        [sys.executable, "-c", WORKER, "-1", "0", str(tmp_path / "single")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert single.returncode == 0, single.stderr[-4000:]
+    expected = _result(single.stdout)
+    for stdout, _ in outputs:
+        got = _result(stdout)
+        for stage in ("sasrec", "fame"):
+            for metric, value in expected[stage].items():
+                assert got[stage][metric] == pytest.approx(value, abs=1e-6), (
+                    stage,
+                    metric,
+                )
+    # The chief writes the stage results; the other worker keeps its own.
+    assert (tmp_path / "multi" / "fame" / "results.json").exists()
+    assert (tmp_path / "multi" / "worker-1" / "fame" / "results.json").exists()
 
 
 def test_make_strategy_arguments(monkeypatch):

@@ -93,7 +93,7 @@ def make_train_dataset(
 
     def finish(dataset):
         if count_targets:
-            dataset = dataset.map(_with_target_count, deterministic=True)
+            dataset = dataset.map(_with_target_count)
         return dataset.prefetch(tf.data.AUTOTUNE)
 
     rows = tf.data.Dataset.range(len(inputs))

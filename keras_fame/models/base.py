@@ -73,6 +73,14 @@ class PositionEmbedding(keras.layers.Layer):
         return config
 
 
+def _multi_worker(model) -> bool:
+    """Whether `model` lives in a (multi-worker) collective tf.distribute strategy."""
+    strategy = getattr(model, "_distribute_strategy", None)
+    return strategy is not None and any(
+        cls.__name__ == "CollectiveAllReduceStrategy" for cls in type(strategy).__mro__
+    )
+
+
 def top_k_items(scores, histories, k: int, exclude_seen: bool = True):
     """Best `k` item ids per row of `scores`, never padding, optionally unseen.
 
@@ -513,6 +521,37 @@ class SequentialRecommender(keras.Model):
         return np.concatenate(all_ids), np.concatenate(all_scores)
 
     # ---------------------------------------------------------------- config
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # The TensorFlow trainer, under a tf.distribute strategy, reads one
+        # training batch to build state before `fit`. These models are built
+        # at construction; with the optimizer built here (and no compiled
+        # loss or metrics) nothing is left to build, so the read is skipped.
+        # It would start the seeded shuffle one reshuffle late (so the same
+        # seed would train differently with and without a strategy), and it
+        # fails under MultiWorkerMirroredStrategy (Keras reduces the whole
+        # (x, y) batch structure across workers).
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+        if (
+            self.built
+            and self._compile_loss is None
+            and self._compile_metrics is None
+            and (self.optimizer is None or self.optimizer.built)
+        ):
+            return
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def train_step(self, *args, **kwargs):
+        logs = super().train_step(*args, **kwargs)
+        if _multi_worker(self):
+            # Keras's TensorFlow trainer averages each replica's logs with
+            # `strategy.reduce("MEAN", value, axis=0)` under
+            # MultiWorkerMirroredStrategy, which rejects scalars: give it
+            # one-element vectors (the reduction returns them as scalars).
+            logs = {key: ops.reshape(value, (1,)) for key, value in logs.items()}
+        return logs
 
     def fit(self, x=None, y=None, *args, **kwargs):
         if isinstance(x, np.ndarray):
