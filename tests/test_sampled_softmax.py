@@ -216,3 +216,26 @@ def test_bad_sampler_arguments():
         model.set_item_frequencies(np.ones(NUM_ITEMS))
     with pytest.raises(ValueError, match="non-negative"):
         model.set_item_frequencies(-np.ones(NUM_ITEMS + 1))
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("softmax", ["full", "sampled"])
+def test_mixed_precision_loss_tracks_float32(policy, softmax):
+    """Same weights: the mixed-precision loss (float32 logits and softmax)
+    stays within low-precision rounding of the float32 loss, and a training
+    step under the policy keeps every weight finite."""
+    x, y = _batch(seed=6, batch=16)
+    kwargs = dict(softmax=softmax, negatives="in_batch")
+    reference = _sasrec(**kwargs)
+    keras.config.set_dtype_policy(policy)
+    model = _sasrec(**kwargs)
+    for target, source in zip(model.weights, reference.weights, strict=True):
+        target.assign(source)
+    expected = float(reference.compute_loss(x, y, reference(x)))
+    loss = model.compute_loss(x, y, model(x))
+    assert loss.dtype == "float32"
+    np.testing.assert_allclose(float(loss), expected, rtol=2e-2)
+    model.compile(keras.optimizers.Adam(1e-3))
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert all(np.isfinite(ops.convert_to_numpy(w)).all() for w in model.weights)
