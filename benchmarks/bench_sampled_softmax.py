@@ -115,7 +115,10 @@ def main(argv=None):
     out = results_dir / f"sampled_softmax_{args.dataset}_{args.negatives}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"\n{'':22s}" + "".join(f"{m:>9s}" for m in METRICS) + "   s/epoch  best")
-    for name, run in (("full softmax", baseline), ("sampled " + args.negatives, sampled)):
+    for name, run in (
+        ("full softmax", baseline),
+        ("sampled " + args.negatives, sampled),
+    ):
         print(
             f"{name:22s}"
             + "".join(f"{run['test'][m]:9.4f}" for m in METRICS)
