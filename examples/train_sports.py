@@ -73,8 +73,9 @@ def parse_args(argv):
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=value
             )
-        elif value is None:
-            parser.add_argument(flag, type=float, default=None)
+        elif value is None:  # optional numbers: `int | None` or `float | None`
+            kind = int if str(field.type).startswith("int") else float
+            parser.add_argument(flag, type=kind, default=None)
         else:
             parser.add_argument(flag, type=type(value), default=value)
     return parser.parse_args(argv)

@@ -68,6 +68,8 @@ class TrainConfig:
             from the training targets).
         distribution: `"none"`, `"mirrored"` or `"multi_worker"` (see
             `keras_fame.distribute`); `batch_size` is the global batch.
+        eval_item_chunk_size: rank against the item table this many items at
+            a time (bounded memory for large catalogues); `None`: all at once.
     """
 
     hidden_dim: int = 64
@@ -94,6 +96,7 @@ class TrainConfig:
     num_negatives: int = 1024
     negatives: str = "uniform"
     distribution: str = "none"
+    eval_item_chunk_size: int | None = None
 
     def model_kwargs(self) -> dict:
         return dict(
@@ -117,6 +120,7 @@ LATER_FIELDS = {
     "num_negatives": 1024,
     "negatives": "uniform",
     "distribution": "none",
+    "eval_item_chunk_size": None,
 }
 
 
@@ -203,6 +207,7 @@ def fit_stage(
         restore_best_weights=True,
         verbose=1 if verbose else 0,
         state_dir=stage_dir / "eval_state",
+        item_chunk_size=config.eval_item_chunk_size,
     )
     timer = _EpochTimer(stage_dir / "epoch_times.json")
     callbacks = [
@@ -264,7 +269,9 @@ def evaluate_splits(model, dataset, config: TrainConfig) -> dict:
     out = {}
     for split in ("valid", "test"):
         data = dataset.eval_dataset(split, config.eval_batch_size, config.max_len)
-        out[split] = evaluate_ranking(model, data)
+        out[split] = evaluate_ranking(
+            model, data, item_chunk_size=config.eval_item_chunk_size
+        )
     return out
 
 

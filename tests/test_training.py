@@ -1,6 +1,8 @@
+import dataclasses
 import json
 
 import keras
+import numpy as np
 import pytest
 
 from keras_fame.datasets import load
@@ -85,6 +87,34 @@ def test_same_seed_same_metrics(data, tmp_path):
     _, second = train_sasrec(data, config, tmp_path / "b", verbose=0)
     assert first["test"] == second["test"]
     assert first["valid"] == second["valid"]
+    # Streaming the item table in chunks changes nothing but memory.
+    chunked = dataclasses.replace(config, eval_item_chunk_size=7)
+    _, third = train_sasrec(data, chunked, tmp_path / "c", verbose=0)
+    assert third["test"] == first["test"]
+    assert third["valid"] == first["valid"]
+
+
+def test_sampled_softmax_recipe_sets_item_popularity(data, tmp_path):
+    config = _config(
+        pretrain_epochs=2, softmax="sampled", negatives="mixed", num_negatives=8
+    )
+    model, results = train_sasrec(data, config, tmp_path, verbose=0)
+    _, targets = data.train_arrays(config.max_len)
+    counts = np.bincount(targets[targets > 0], minlength=data.num_items + 1)
+    prior = keras.ops.convert_to_numpy(model.item_log_prior)
+    seen = counts > 0
+    seen[0] = False
+    np.testing.assert_allclose(
+        np.exp(prior[seen]), counts[seen] / counts[1:].sum(), rtol=1e-4
+    )
+    assert 0.0 <= results["test"]["NDCG@20"] <= 1.0
+    # The warm-started FAME keeps the loss and the popularity.
+    runs = two_stage(
+        data, dataclasses.replace(config, finetune_epochs=1), tmp_path, verbose=0
+    )
+    fame = runs["fame"][0]
+    assert (fame.softmax, fame.negatives) == ("sampled", "mixed")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(fame.item_log_prior), prior)
 
 
 def test_interrupted_training_resumes(data, tmp_path):
