@@ -351,8 +351,12 @@ class SequentialRecommender(keras.Model):
         if sample_weight is not None:
             raise ValueError("`sample_weight` is not supported by SASRec/FAME.")
         if self.softmax == "full":
+            # Items 1..num_items only: the padding column needs no mask pass.
+            item_logits = ops.cast(
+                ops.matmul(vectors, ops.transpose(self.item_table()[1:])), "float32"
+            )
             losses = keras.losses.sparse_categorical_crossentropy(
-                targets, self.logits(vectors), from_logits=True
+                ops.maximum(targets - 1, 0), item_logits, from_logits=True
             )
         else:
             losses = self._sampled_softmax_losses(vectors, targets, weights)
