@@ -353,9 +353,9 @@ class FAMEHyperModel(keras_tuner.HyperModel):
         max_len: History length.
         batch_size: Training batch size.
         eval_batch_size: Users per evaluation batch.
-        expert_init: `"random"` (paper) or `"pretrained"`, see
-            `FAME.from_sasrec`.
-        facet_init: `"random"` (paper) or `"identity"`, see
+        expert_init: `"pretrained"` (default) or `"random"` (the paper),
+            see `FAME.from_sasrec`.
+        facet_init: `"identity"` (default) or `"random"` (the paper), see
             `FAME.from_sasrec`.
         warm_start: Warm-start FAME from the pretrained SASRec (paper). If
             False, FAME trials train from scratch and nothing is pretrained.
@@ -394,8 +394,8 @@ class FAMEHyperModel(keras_tuner.HyperModel):
         max_len: int = 50,
         batch_size: int = 256,
         eval_batch_size: int = 1024,
-        expert_init: str = "random",
-        facet_init: str = "random",
+        expert_init: str = "pretrained",
+        facet_init: str = "identity",
         warm_start: bool = True,
         evaluate_test: bool = True,
         seed: int = 0,

@@ -820,13 +820,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=256)
     train.add_argument("--eval-batch-size", type=int, default=1024)
     train.add_argument(
-        "--expert-init", choices=("random", "pretrained"), default="random"
+        "--expert-init",
+        choices=("random", "pretrained"),
+        default="pretrained",
+        help="FAME's experts at the warm start: SASRec's query + noise "
+        "(default) or random (paper)",
     )
     train.add_argument(
         "--facet-init",
         choices=("random", "identity"),
-        default="random",
-        help="W_f of the warm-started FAME: random (paper) or per-head identity",
+        default="identity",
+        help="W_f of the warm-started FAME: per-head identity (default) or "
+        "random (paper)",
     )
     train.add_argument(
         "--no-warm-start",
