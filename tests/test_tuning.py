@@ -158,6 +158,15 @@ def test_protocol_resumes_without_redoing_trials(protocol, capsys):
     with pytest.raises(ValueError, match="another dataset"):
         other = keras_fame.datasets.load("synthetic", num_users=200, num_items=80)
         run_paper_protocol(other, directory, epochs=1)
+    # --summary-only rewrites the summary from the finished trials alone.
+    (directory / "summary.md").unlink()
+    summary = main([*argv, "--summary-only"])
+    capsys.readouterr()
+    assert all(h.fits == 0 for h in summary["hypermodels"])
+    assert (directory / "summary.md").exists()
+    assert [r["val_NDCG@20"] for r in summary["rows"]] == [
+        r["val_NDCG@20"] for r in first["rows"]
+    ]
 
 
 # ------------------------------------------------------------------- space

@@ -525,6 +525,7 @@ def run_paper_protocol(
     overwrite: bool = False,
     verbose: int = 0,
     notes: Sequence[str] = (),
+    summary_only: bool = False,
     **hypermodel_kwargs,
 ) -> dict:
     """The paper's protocol: heads first (N=1 vs SASRec), then experts.
@@ -551,6 +552,8 @@ def run_paper_protocol(
         overwrite: Start both phases over (the SASRec cache is kept).
         verbose: Trial verbosity; 2 also shows SASRec pretraining.
         notes: Extra lines for the summary (e.g. the command).
+        summary_only: Train nothing: summarise the trials finished so far
+            (e.g. of a search stopped before its last trials).
         **hypermodel_kwargs: `FAMEHyperModel` arguments (`epochs`,
             `pretrain_epochs`, `patience`, `max_len`, ...).
 
@@ -575,7 +578,8 @@ def run_paper_protocol(
         project_name="heads",
         overwrite=overwrite,
     )
-    heads_tuner.search(epochs=heads_model.epochs, verbose=verbose)
+    if not summary_only:
+        heads_tuner.search(epochs=heads_model.epochs, verbose=verbose)
     rows = trial_rows(heads_tuner, phase="heads")
     best_heads = best_row(rows, model="fame")
     if best_heads is None:
@@ -606,7 +610,8 @@ def run_paper_protocol(
         project_name="experts",
         overwrite=overwrite,
     )
-    experts_tuner.search(epochs=experts_model.epochs, verbose=verbose)
+    if not summary_only:
+        experts_tuner.search(epochs=experts_model.epochs, verbose=verbose)
     expert_rows = trial_rows(experts_tuner, phase="experts")
     rows = rows + expert_rows
     best_experts = best_row(expert_rows)
@@ -775,6 +780,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="start over instead of resuming"
     )
     run.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="--protocol paper: write the summary and plots of the trials "
+        "finished so far, train nothing",
+    )
+    run.add_argument(
         "--hyperband-factor", type=int, default=3, help="Hyperband's reduction factor"
     )
     space = p.add_argument_group("space (comma-separated values; one value = fixed)")
@@ -885,6 +896,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             space=space,
             max_trials=args.max_trials,
             overwrite=args.overwrite,
+            summary_only=args.summary_only,
             verbose=args.verbose,
             **kwargs,
         )
