@@ -8,13 +8,14 @@ import pytest
 
 from keras_fame import datasets
 from keras_fame.datasets import DATA_DIR_ENV, DatasetNotAvailableError, load
+from tests.amazon_fixtures import fixture_dir
 
 AMAZON_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "amazon"
 needs_amazon = pytest.mark.skipif(
     not AMAZON_DIR.is_dir(),
     reason=f"the published Amazon files are not at {AMAZON_DIR} (../shared/datasets/amazon)",
 )
-FIXTURES = Path(__file__).parent / "fixtures" / "amazon_sequences" / "manual"
+FIXTURES = fixture_dir() / "manual"
 
 TABLE_1 = {  # the spec's dataset table (users, items, actions)
     "beauty": (22_363, 12_101, 198_502),

@@ -10,8 +10,9 @@ pytest.importorskip("dill", reason="tfds.testing needs dill (pip install dill)")
 
 from keras_fame.datasets import BASE_URL, read_movielens_tfds  # noqa: E402
 from keras_fame.datasets.amazon_sequences import AmazonSequences, from_tfds  # noqa: E402
+from tests.amazon_fixtures import fixture_dir  # noqa: E402
 
-FIXTURES = Path(__file__).parent / "fixtures" / "amazon_sequences"
+FIXTURES = fixture_dir()
 
 
 class AmazonSequencesManualTest(tfds.testing.DatasetBuilderTestCase):
