@@ -52,6 +52,17 @@ __all__ = [
 DEFAULT_KS = (5, 10, 20)
 
 
+def _seen_ids_tensor(seen_ids: Any) -> Any:
+    """`seen_ids` as an int32 `(batch, num_seen)` tensor, or a clear error."""
+    seen_ids = ops.convert_to_tensor(seen_ids)
+    if len(seen_ids.shape) != 2:
+        raise ValueError(
+            "`seen_ids` must have shape (batch, num_seen). "
+            f"Received: seen_ids.shape={seen_ids.shape}"
+        )
+    return ops.cast(seen_ids, "int32")
+
+
 def rank_targets(scores: Any, targets: Any, seen_ids: Any | None = None) -> Any:
     """Ranks each target among all catalogue items, without sorting.
 
@@ -118,13 +129,7 @@ def rank_targets(scores: Any, targets: Any, seen_ids: Any | None = None) -> Any:
         excluded = ops.expand_dims(ops.equal(columns, 0), 0)
         target_excluded = ops.logical_not(valid_target)
     else:
-        seen_ids = ops.convert_to_tensor(seen_ids)
-        if len(seen_ids.shape) != 2:
-            raise ValueError(
-                "`seen_ids` must have shape (batch, num_seen). "
-                f"Received: seen_ids.shape={seen_ids.shape}"
-            )
-        seen_ids = ops.cast(seen_ids, "int32")
+        seen_ids = _seen_ids_tensor(seen_ids)
         in_range = ops.logical_and(seen_ids >= 1, seen_ids < num_columns)
         seen_ids = ops.where(in_range, seen_ids, 0)
         # A leading 0 per row removes the padding column even when the
@@ -234,13 +239,7 @@ def rank_targets_chunked(
     if seen_ids is None:
         seen = ops.zeros((ops.shape(targets)[0], 1), "int32")
     else:
-        seen = ops.convert_to_tensor(seen_ids)
-        if len(seen.shape) != 2:
-            raise ValueError(
-                "`seen_ids` must have shape (batch, num_seen). "
-                f"Received: seen_ids.shape={seen.shape}"
-            )
-        seen = ops.sort(ops.cast(seen, "int32"), axis=1)
+        seen = ops.sort(_seen_ids_tensor(seen_ids), axis=1)
         # Each distinct id once: drop a sorted id equal to its left neighbour.
         repeat = ops.concatenate(
             [ops.zeros_like(seen[:, :1], "bool"), ops.equal(seen[:, 1:], seen[:, :-1])],

@@ -115,20 +115,21 @@ class TrainConfig:
 
 # Fields added after runs were recorded: left out of comparisons and cache
 # keys while they hold their defaults, so earlier work folders stay valid.
-LATER_FIELDS = {
-    "softmax": "full",
-    "num_negatives": 1024,
-    "negatives": "uniform",
-    "distribution": "none",
-    "eval_item_chunk_size": None,
-}
+LATER_FIELDS = (
+    "softmax",
+    "num_negatives",
+    "negatives",
+    "distribution",
+    "eval_item_chunk_size",
+)
 
 
 def config_record(config: TrainConfig) -> dict:
     """`config` as a dict, without later fields that hold their defaults."""
     record = dataclasses.asdict(config)
-    for name, default in LATER_FIELDS.items():
-        if record[name] == default:
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for name in LATER_FIELDS:
+        if record[name] == defaults[name]:
             del record[name]
     return record
 

@@ -61,3 +61,17 @@ def facet_gated_scores(states, items, wf, wg, bg):
     )  # (C, H, B)
     head_scores = head_scores.transpose(2, 1, 0)  # (B, H, C)
     return (gate[:, :, None] * head_scores).sum(1), gate, head_scores
+
+
+def next_item_batch(num_items, max_len, seed=0, batch=6):
+    """Left-padded histories `(batch, max_len)` and their next-item targets
+    (0 at padding; the last position's target is a fresh random item)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(1, num_items + 1, size=(batch, max_len)).astype("int32")
+    for row, length in enumerate(rng.integers(2, max_len + 1, size=batch)):
+        x[row, : max_len - length] = 0
+    y = np.zeros_like(x)
+    y[:, :-1] = x[:, 1:]
+    y[x == 0] = 0
+    y[:, -1] = rng.integers(1, num_items + 1, size=batch)
+    return x, y

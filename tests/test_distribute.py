@@ -78,19 +78,33 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_two_replicas_match_one_device():
+def _env():
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("TF_CONFIG", None)
+    return env
+
+
+def _run(script, *args):
+    """Runs `script` in a fresh Python; returns what it printed after RESULT."""
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=_env(),
         timeout=600,
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    out = json.loads(line[len("RESULT ") :])
+    return _result(proc.stdout)
+
+
+def _result(stdout):
+    line = next(x for x in stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
+
+
+def test_two_replicas_match_one_device():
+    out = _run(SCRIPT)
     for name in ("SASRec", "FAME"):
         one, two = out[name]["loss"]
         assert one == pytest.approx(two, rel=1e-5), name
@@ -133,15 +147,8 @@ def _free_ports(count):
     return ports
 
 
-def _result(stdout):
-    line = next(x for x in stdout.splitlines() if x.startswith("RESULT "))
-    return json.loads(line[len("RESULT ") :])
-
-
 def test_two_workers_match_one_process(tmp_path):
     """MultiWorkerMirroredStrategy via TF_CONFIG: two local worker processes."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
-    env.pop("TF_CONFIG", None)
     ports = ",".join(str(p) for p in _free_ports(2))
     workers = [
         subprocess.Popen(
@@ -149,7 +156,7 @@ def test_two_workers_match_one_process(tmp_path):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=env,
+            env=_env(),
             cwd=ROOT,
         )
         for i in range(2)
@@ -157,16 +164,7 @@ def test_two_workers_match_one_process(tmp_path):
     outputs = [w.communicate(timeout=600) for w in workers]
     for worker, (_, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err[-4000:]
-    single = subprocess.run(
-        [sys.executable, "-c", WORKER, "-1", "0", str(tmp_path / "single")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert single.returncode == 0, single.stderr[-4000:]
-    expected = _result(single.stdout)
+    expected = _run(WORKER, "-1", "0", str(tmp_path / "single"))
     for stdout, _ in outputs:
         got = _result(stdout)
         for stage in ("sasrec", "fame"):

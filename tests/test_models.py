@@ -4,22 +4,14 @@ import pytest
 from keras import ops
 
 from keras_fame.models import FAME, SASRec
+from tests.reference import next_item_batch
 
 NUM_ITEMS = 40
 MAX_LEN = 12
 
 
 def _batch(seed=0, batch=6):
-    rng = np.random.default_rng(seed)
-    x = rng.integers(1, NUM_ITEMS + 1, size=(batch, MAX_LEN)).astype("int32")
-    lengths = rng.integers(2, MAX_LEN + 1, size=batch)
-    for row, length in enumerate(lengths):
-        x[row, : MAX_LEN - length] = 0
-    y = np.zeros_like(x)
-    y[:, :-1] = x[:, 1:]
-    y[x == 0] = 0
-    y[:, -1] = rng.integers(1, NUM_ITEMS + 1, size=batch)
-    return x, y
+    return next_item_batch(NUM_ITEMS, MAX_LEN, seed, batch)
 
 
 def _models(dropout=0.0):

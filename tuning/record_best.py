@@ -16,10 +16,15 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tuning.hypermodel import HP_NAMES  # noqa: E402
+
 METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR")
 
 
@@ -43,6 +48,7 @@ def main(argv=None):
     parser.add_argument("--settings", default="{}", help="JSON: fixed search settings")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    settings = json.loads(args.settings)
     summary = json.loads((Path(args.directory) / "summary.json").read_text())
     trial = best_fame_trial(summary)
     commit = subprocess.run(
@@ -56,19 +62,8 @@ def main(argv=None):
         "best_epoch": trial["best_epoch"],
         "epochs_run": trial["epochs_run"],
         "epoch_seconds": trial["train_seconds"] / max(trial["epochs_run"], 1),
-        "config": {
-            k: trial[k]
-            for k in (
-                "hidden_dim",
-                "num_blocks",
-                "num_heads",
-                "num_experts",
-                "dropout",
-                "learning_rate",
-            )
-        }
-        | json.loads(args.settings),
-        "seed": json.loads(args.settings).get("seed", 0),
+        "config": {k: trial[k] for k in HP_NAMES if k != "model"} | settings,
+        "seed": settings.get("seed", 0),
         "tuning_trial": f"{trial['phase']}/{trial['trial']}",
         "commit": commit,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
