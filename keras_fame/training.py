@@ -70,6 +70,10 @@ class TrainConfig:
             `keras_fame.distribute`); `batch_size` is the global batch.
         eval_item_chunk_size: rank against the item table this many items at
             a time (bounded memory for large catalogues); `None`: all at once.
+        position_anchor: `"end"` (positions count back from the most recent
+            item, SASRec's convention) or `"start"` (they count from each
+            sequence's first item, so every training prefix is embedded as
+            evaluation embeds a history); see `PositionEmbedding`.
     """
 
     hidden_dim: int = 64
@@ -97,6 +101,7 @@ class TrainConfig:
     negatives: str = "uniform"
     distribution: str = "none"
     eval_item_chunk_size: int | None = None
+    position_anchor: str = "end"
 
     def model_kwargs(self) -> dict:
         return dict(
@@ -110,6 +115,7 @@ class TrainConfig:
             num_negatives=self.num_negatives,
             negatives=self.negatives,
             sampler_seed=self.seed,
+            position_anchor=self.position_anchor,
         )
 
 
@@ -121,6 +127,7 @@ LATER_FIELDS = (
     "negatives",
     "distribution",
     "eval_item_chunk_size",
+    "position_anchor",
 )
 
 

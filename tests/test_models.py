@@ -14,7 +14,7 @@ def _batch(seed=0, batch=6):
     return next_item_batch(NUM_ITEMS, MAX_LEN, seed, batch)
 
 
-def _models(dropout=0.0):
+def _models(dropout=0.0, position_anchor="end"):
     kwargs = dict(
         num_items=NUM_ITEMS,
         max_len=MAX_LEN,
@@ -22,12 +22,15 @@ def _models(dropout=0.0):
         num_heads=2,
         num_blocks=2,
         dropout=dropout,
+        position_anchor=position_anchor,
     )
     return [SASRec(**kwargs), FAME(num_experts=3, **kwargs)]
 
 
-@pytest.fixture(params=["sasrec", "fame"])
+@pytest.fixture(params=["sasrec", "fame", "fame-start-anchor"])
 def model(request):
+    if request.param == "fame-start-anchor":
+        return _models(position_anchor="start")[1]
     sasrec, fame = _models()
     return sasrec if request.param == "sasrec" else fame
 
@@ -56,6 +59,38 @@ def test_left_padding_invariance(model):
     np.testing.assert_allclose(
         _np(model.score(history)), _np(model.score(full)), atol=1e-4
     )
+
+
+def test_start_anchor_positions_count_from_the_first_item():
+    sasrec = _models(position_anchor="start")[0]
+    table = _np(sasrec.position_embedding.embeddings)
+    ids = np.array([[0, 0, 3, 7, 9], [1, 2, 3, 4, 5], [0, 0, 0, 0, 8]], "int32")
+    got = _np(sasrec.position_embedding(ids))
+    # Hand-computed: each row's first item gets position 0.
+    expected = np.array([[0, 0, 0, 1, 2], [0, 1, 2, 3, 4], [0, 0, 0, 0, 0]])
+    np.testing.assert_allclose(got, table[expected], atol=1e-7)
+    end = _models()[0]
+    np.testing.assert_allclose(
+        np.broadcast_to(_np(end.position_embedding(ids)), got.shape),
+        np.broadcast_to(_np(end.position_embedding.embeddings)[-5:], got.shape),
+    )
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_start_anchor_embeds_every_training_prefix_as_a_history(index):
+    # Next-item training reads position t of a sequence; evaluation reads the
+    # last position of the prefix s_1..s_t. With positions counted from the
+    # first item the two are the same computation; counted from the end they
+    # are not.
+    sequence = np.array([[0, 0, 0, 0, 5, 9, 2, 33, 17, 4, 21, 8]], "int32")
+    for anchor, same in (("start", True), ("end", False)):
+        model = _models(position_anchor=anchor)[index]
+        whole = _np(model(sequence))
+        for t in range(5, MAX_LEN - 1):
+            prefix = np.zeros_like(sequence)
+            prefix[0, MAX_LEN - t - 1 :] = sequence[0, : t + 1]
+            close = np.allclose(_np(model(prefix))[0, -1], whole[0, t], atol=1e-5)
+            assert close == same, (anchor, t)
 
 
 def test_batch_composition_does_not_matter(model):
@@ -141,6 +176,7 @@ def test_out_of_vocabulary_ids_raise(model):
         ({"num_items": 0}, "num_items"),
         ({"dropout": -0.1}, "dropout"),
         ({"num_experts": 0}, "num_experts"),
+        ({"position_anchor": "left"}, "anchor='left'"),
     ],
 )
 def test_bad_model_arguments(kwargs, message):
@@ -198,6 +234,9 @@ def test_from_sasrec_copies_the_pretrained_parts():
     for weight in sasrec.weights:  # make the source distinctive
         weight.assign(weight + 0.1)
     fame = FAME.from_sasrec(sasrec, num_experts=4)
+    start = FAME.from_sasrec(_models(position_anchor="start")[0], num_experts=2)
+    assert start.position_anchor == "start" and fame.position_anchor == "end"
+    assert start.position_embedding.anchor == "start"
     get = ops.convert_to_numpy
     np.testing.assert_array_equal(
         get(fame.item_embedding.embeddings), get(sasrec.item_embedding.embeddings)

@@ -15,26 +15,47 @@ from keras_fame.layers.transformer_block import TransformerBlock
 
 _SOFTMAXES = ("full", "sampled")
 _NEGATIVES = ("uniform", "in_batch", "mixed")
+_ANCHORS = ("end", "start")
 
 
 @keras.saving.register_keras_serializable(package="keras_fame")
 class PositionEmbedding(keras.layers.Layer):
-    """Learned position embedding aligned to the right end of the sequence.
+    """Learned position embedding of left-padded sequences.
 
-    Sequences are left-padded, so the most recent item always sits in the last
-    position. A sequence of length `T <= max_len` uses the embeddings of
-    positions `max_len - T .. max_len - 1`, which makes a history padded to
-    `T` and the same history padded to `max_len` produce identical outputs.
+    With `anchor="end"` (SASRec's convention) positions count back from the
+    last column: the most recent item always gets embedding `max_len - 1`, the
+    one before it `max_len - 2`, and so on. With `anchor="start"` they count
+    forward from each row's first item (the first non-padding column gets
+    embedding 0), as in RecBole's right-padded SASRec: an item's position is
+    then the same whether it is read as part of a training sequence or of a
+    shorter prefix of it, so next-item training at every position sees each
+    prefix exactly as evaluation will.
+
+    Either way a history padded to `T` and the same history padded to
+    `max_len` produce identical outputs.
 
     Args:
         max_len: Number of positions.
         hidden_dim: Embedding size.
+        anchor: `"end"` or `"start"` (see above).
     """
 
-    def __init__(self, max_len: int, hidden_dim: int, initializer="default", **kwargs):
+    def __init__(
+        self,
+        max_len: int,
+        hidden_dim: int,
+        initializer="default",
+        anchor: str = "end",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
+        if anchor not in _ANCHORS:
+            raise ValueError(
+                f"`anchor` must be one of {_ANCHORS}. Received: anchor={anchor!r}"
+            )
         self.max_len = max_len
         self.hidden_dim = hidden_dim
+        self.anchor = anchor
         if initializer == "default":
             initializer = default_initializer()
         self.initializer = keras.initializers.get(initializer)
@@ -59,7 +80,16 @@ class PositionEmbedding(keras.layers.Layer):
             )
         length = ops.shape(item_ids)[1]
         embeddings = ops.cast(self.embeddings, self.compute_dtype)
-        return embeddings[self.max_len - length :][None, :, :]
+        if self.anchor == "end":
+            return embeddings[self.max_len - length :][None, :, :]
+        # Column of each row's first item (0 for an all-padding row).
+        is_item = ops.cast(ops.not_equal(item_ids, 0), "int32")
+        first = ops.argmax(is_item, axis=1)
+        positions = ops.arange(length, dtype="int32")[None, :] - ops.cast(
+            first, "int32"
+        )[:, None]
+        positions = ops.clip(positions, 0, self.max_len - 1)
+        return ops.take(embeddings, positions, axis=0)
 
     def get_config(self):
         config = super().get_config()
@@ -68,6 +98,7 @@ class PositionEmbedding(keras.layers.Layer):
                 "max_len": self.max_len,
                 "hidden_dim": self.hidden_dim,
                 "initializer": keras.initializers.serialize(self.initializer),
+                "anchor": self.anchor,
             }
         )
         return config
@@ -155,6 +186,7 @@ class SequentialRecommender(keras.Model):
         num_negatives: int = 1024,
         negatives: str = "uniform",
         sampler_seed: int | None = None,
+        position_anchor: str = "end",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -198,6 +230,7 @@ class SequentialRecommender(keras.Model):
         self.num_negatives = num_negatives
         self.negatives = negatives
         self.sampler_seed = sampler_seed
+        self.position_anchor = position_anchor
         self._sampler = keras.random.SeedGenerator(sampler_seed, name="sampler")
         # On TensorFlow the loss gathers the real positions (a dynamic shape),
         # which XLA can't compile; the other backends use static shapes.
@@ -212,7 +245,11 @@ class SequentialRecommender(keras.Model):
             name="item_embedding",
         )
         self.position_embedding = PositionEmbedding(
-            max_len, hidden_dim, dtype=policy, name="position_embedding"
+            max_len,
+            hidden_dim,
+            anchor=position_anchor,
+            dtype=policy,
+            name="position_embedding",
         )
         self.embedding_norm = keras.layers.LayerNormalization(
             epsilon=1e-12, dtype=policy, name="embedding_norm"
@@ -581,6 +618,7 @@ class SequentialRecommender(keras.Model):
                 "num_negatives": self.num_negatives,
                 "negatives": self.negatives,
                 "sampler_seed": self.sampler_seed,
+                "position_anchor": self.position_anchor,
             }
         )
         return config

@@ -38,6 +38,9 @@ class FAME(SequentialRecommender):
         intermediate_dim: FFN inner size of the lower blocks (default `4 d`).
         activation: FFN activation of the lower blocks.
         facet_activation: Activation of FFN' in the FAME block (paper: ReLU).
+        position_anchor: Where positions are counted from: `"end"` (the
+            most recent item, SASRec's convention) or `"start"` (each
+            sequence's first item); see `PositionEmbedding`.
         **kwargs: `keras.Model` arguments (`name`, `dtype`).
 
     Example:
@@ -271,6 +274,7 @@ class FAME(SequentialRecommender):
                 "num_negatives",
                 "negatives",
                 "sampler_seed",
+                "position_anchor",
             )
         }
         for key in ("num_items", "max_len", "hidden_dim", "num_blocks", "num_heads"):

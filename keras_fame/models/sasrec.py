@@ -25,6 +25,9 @@ class SASRec(SequentialRecommender):
             `dropout`).
         intermediate_dim: FFN inner size (defaults to `4 * hidden_dim`).
         activation: FFN activation.
+        position_anchor: Where positions are counted from: `"end"` (the
+            most recent item, SASRec's convention) or `"start"` (each
+            sequence's first item); see `PositionEmbedding`.
         **kwargs: `keras.Model` arguments (`name`, `dtype`).
 
     Example:
