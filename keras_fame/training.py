@@ -64,8 +64,8 @@ class TrainConfig:
         softmax, num_negatives, negatives: the loss (see
             `SequentialRecommender`): `"full"` softmax over all items (the
             paper), or `"sampled"` with `num_negatives` uniform and/or
-            in-batch negatives (log-Q corrected; in-batch popularity is set
-            from the training targets).
+            in-batch negatives (log-Q corrected unless `log_q_correction` is
+            False; in-batch popularity is set from the training targets).
         distribution: `"none"`, `"mirrored"` or `"multi_worker"` (see
             `keras_fame.distribute`); `batch_size` is the global batch.
         eval_item_chunk_size: rank against the item table this many items at
@@ -102,6 +102,7 @@ class TrainConfig:
     distribution: str = "none"
     eval_item_chunk_size: int | None = None
     position_anchor: str = "end"
+    log_q_correction: bool = True
 
     def model_kwargs(self) -> dict:
         return dict(
@@ -116,6 +117,7 @@ class TrainConfig:
             negatives=self.negatives,
             sampler_seed=self.seed,
             position_anchor=self.position_anchor,
+            log_q_correction=self.log_q_correction,
         )
 
 
@@ -128,6 +130,7 @@ LATER_FIELDS = (
     "distribution",
     "eval_item_chunk_size",
     "position_anchor",
+    "log_q_correction",
 )
 
 

@@ -23,7 +23,9 @@ def _sasrec(**kwargs):
     return model
 
 
-def _reference(model, x, y, uniform=None, in_batch=False, log_prior=None):
+def _reference(
+    model, x, y, uniform=None, in_batch=False, log_prior=None, correct=True
+):
     """NumPy sampled-softmax loss: mean over real positions."""
     vectors = ops.convert_to_numpy(model(x)).reshape(-1, 16).astype("float64")
     table = ops.convert_to_numpy(model.item_table()).astype("float64")
@@ -38,6 +40,8 @@ def _reference(model, x, y, uniform=None, in_batch=False, log_prior=None):
     candidates = np.concatenate(candidates)
 
     def log_q(ids):
+        if not correct:
+            return np.zeros(len(ids))
         count = np.zeros(len(ids))
         if uniform is not None:
             count += len(uniform) / NUM_ITEMS
@@ -78,11 +82,16 @@ def test_in_batch_loss_matches_numpy_reference():
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("correct", [True, False])
 @pytest.mark.parametrize("negatives", ["uniform", "mixed"])
-def test_uniform_and_mixed_loss_match_numpy_reference(negatives):
+def test_uniform_and_mixed_loss_match_numpy_reference(negatives, correct):
     x, y = _batch(seed=3)
     model = _sasrec(
-        softmax="sampled", negatives=negatives, num_negatives=64, sampler_seed=7
+        softmax="sampled",
+        negatives=negatives,
+        num_negatives=64,
+        sampler_seed=7,
+        log_q_correction=correct,
     )
     counts = _counts(seed=2)
     if negatives == "mixed":
@@ -101,8 +110,19 @@ def test_uniform_and_mixed_loss_match_numpy_reference(negatives):
         uniform=draws,
         in_batch=negatives == "mixed",
         log_prior=_log_prior(counts),
+        correct=correct,
     )
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    other = _reference(
+        model,
+        x,
+        y,
+        uniform=draws,
+        in_batch=negatives == "mixed",
+        log_prior=_log_prior(counts),
+        correct=not correct,
+    )
+    assert abs(loss - other) > 1e-2 * abs(other)
 
 
 def test_many_uniform_negatives_estimate_the_full_softmax():
@@ -160,7 +180,11 @@ def test_global_target_count_scales_the_loss():
 
 def test_config_round_trip_and_warm_start_keep_the_sampler(tmp_path):
     model = _sasrec(
-        softmax="sampled", negatives="mixed", num_negatives=16, sampler_seed=3
+        softmax="sampled",
+        negatives="mixed",
+        num_negatives=16,
+        sampler_seed=3,
+        log_q_correction=False,
     )
     counts = _counts()
     model.set_item_frequencies(counts)
@@ -172,23 +196,20 @@ def test_config_round_trip_and_warm_start_keep_the_sampler(tmp_path):
         loaded.negatives,
         loaded.num_negatives,
         loaded.sampler_seed,
-    ) == (
-        "sampled",
-        "mixed",
-        16,
-        3,
-    )
+        loaded.log_q_correction,
+    ) == ("sampled", "mixed", 16, 3, False)
     np.testing.assert_allclose(
         ops.convert_to_numpy(loaded.item_log_prior)[1:],
         _log_prior(counts)[1:],
         rtol=1e-5,
     )
     fame = FAME.from_sasrec(model, num_experts=2)
-    assert (fame.softmax, fame.negatives, fame.num_negatives) == (
-        "sampled",
-        "mixed",
-        16,
-    )
+    assert (
+        fame.softmax,
+        fame.negatives,
+        fame.num_negatives,
+        fame.log_q_correction,
+    ) == ("sampled", "mixed", 16, False)
     np.testing.assert_allclose(
         ops.convert_to_numpy(fame.item_log_prior),
         ops.convert_to_numpy(model.item_log_prior),

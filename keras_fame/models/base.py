@@ -162,8 +162,13 @@ class SequentialRecommender(keras.Model):
     (`"in_batch"`), or both (`"mixed"`). Every sampled logit is corrected
     by the log of the item's expected count in the sample (log-Q), and a
     candidate equal to the position's own target (an accidental hit) is
-    removed, so the loss estimates the full-softmax cross-entropy. In-batch negatives follow item popularity; set it with
-    `set_item_frequencies` (counts of training targets) before training.
+    removed, so the loss estimates the full-softmax cross-entropy. In-batch
+    negatives follow item popularity; set it with `set_item_frequencies`
+    (counts of training targets) before training. With
+    `log_q_correction=False` the sampled logits are used as they are: the
+    loss is then the cross-entropy over the target and its sampled negatives
+    (the "SASRec with sampled softmax" of gSASRec/eSASRec), a different
+    objective that no longer estimates the full softmax.
 
     Under `tf.distribute`, feed `{"item_ids": ..., "num_targets": ...}`
     features (`SequenceDataset.train_dataset(count_targets=True)`): with the
@@ -187,6 +192,7 @@ class SequentialRecommender(keras.Model):
         negatives: str = "uniform",
         sampler_seed: int | None = None,
         position_anchor: str = "end",
+        log_q_correction: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -231,6 +237,7 @@ class SequentialRecommender(keras.Model):
         self.negatives = negatives
         self.sampler_seed = sampler_seed
         self.position_anchor = position_anchor
+        self.log_q_correction = bool(log_q_correction)
         self._sampler = keras.random.SeedGenerator(sampler_seed, name="sampler")
         # On TensorFlow the loss gathers the real positions (a dynamic shape),
         # which XLA can't compile; the other backends use static shapes.
@@ -456,7 +463,11 @@ class SequentialRecommender(keras.Model):
         negative_logits = ops.cast(
             ops.matmul(vectors, ops.transpose(ops.take(table, candidates, axis=0))),
             "float32",
-        ) - ops.expand_dims(log_expected_count(candidates), 0)
+        )
+        if self.log_q_correction:
+            negative_logits = negative_logits - ops.expand_dims(
+                log_expected_count(candidates), 0
+            )
         # Accidental hits (the target itself among the negatives) and the
         # padding targets of a static-shape batch are no candidates.
         removed = ops.logical_or(
@@ -619,6 +630,7 @@ class SequentialRecommender(keras.Model):
                 "negatives": self.negatives,
                 "sampler_seed": self.sampler_seed,
                 "position_anchor": self.position_anchor,
+                "log_q_correction": self.log_q_correction,
             }
         )
         return config

@@ -275,6 +275,7 @@ class FAME(SequentialRecommender):
                 "negatives",
                 "sampler_seed",
                 "position_anchor",
+                "log_q_correction",
             )
         }
         for key in ("num_items", "max_len", "hidden_dim", "num_blocks", "num_heads"):
