@@ -23,9 +23,7 @@ def _sasrec(**kwargs):
     return model
 
 
-def _reference(
-    model, x, y, uniform=None, in_batch=False, log_prior=None, correct=True
-):
+def _reference(model, x, y, uniform=None, in_batch=False, log_prior=None, correct=True):
     """NumPy sampled-softmax loss: mean over real positions."""
     vectors = ops.convert_to_numpy(model(x)).reshape(-1, 16).astype("float64")
     table = ops.convert_to_numpy(model.item_table()).astype("float64")

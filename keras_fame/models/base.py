@@ -85,9 +85,10 @@ class PositionEmbedding(keras.layers.Layer):
         # Column of each row's first item (0 for an all-padding row).
         is_item = ops.cast(ops.not_equal(item_ids, 0), "int32")
         first = ops.argmax(is_item, axis=1)
-        positions = ops.arange(length, dtype="int32")[None, :] - ops.cast(
-            first, "int32"
-        )[:, None]
+        positions = (
+            ops.arange(length, dtype="int32")[None, :]
+            - ops.cast(first, "int32")[:, None]
+        )
         positions = ops.clip(positions, 0, self.max_len - 1)
         return ops.take(embeddings, positions, axis=0)
 
