@@ -55,6 +55,9 @@ class TrainConfig:
         pretrain_epochs, finetune_epochs: epoch budgets of the two stages.
         patience: early-stopping patience on validation NDCG@20.
         windows: cut long histories into several training rows.
+        prefixes: one training row per target (each prefix of a history,
+            loss on its last position; the ICSRec/BSARec code's sampling)
+            instead of one row per user with a target at every position.
         bucket: length-bucketed training batches (same maths, less padding).
         eval_batch_size: users per evaluation batch.
         backup_every: steps between mid-epoch backups.
@@ -103,6 +106,7 @@ class TrainConfig:
     eval_item_chunk_size: int | None = None
     position_anchor: str = "end"
     log_q_correction: bool = True
+    prefixes: bool = False
 
     def model_kwargs(self) -> dict:
         return dict(
@@ -131,6 +135,7 @@ LATER_FIELDS = (
     "eval_item_chunk_size",
     "position_anchor",
     "log_q_correction",
+    "prefixes",
 )
 
 
@@ -160,6 +165,7 @@ def _train_pipeline(dataset, config: TrainConfig, count_targets: bool = False):
         shuffle=True,
         seed=config.seed,
         windows=config.windows,
+        prefixes=config.prefixes,
         bucket=config.bucket,
         count_targets=count_targets,
     )
@@ -169,7 +175,9 @@ def target_counts(dataset, config: TrainConfig):
     """How often each item id is a training target: `(num_items + 1,)`."""
     import numpy as np
 
-    _, targets = dataset.train_arrays(config.max_len, config.windows)
+    _, targets = dataset.train_arrays(
+        config.max_len, config.windows, prefixes=config.prefixes
+    )
     return np.bincount(targets[targets > 0], minlength=dataset.num_items + 1)
 
 

@@ -52,6 +52,39 @@ def test_windows_and_stride_hand_example():
     assert targets.tolist() == [[0, 7, 8], [0, 5, 6], [2, 3, 4]]
 
 
+def test_prefixes_hand_example():
+    ds = SequenceDataset([list(range(1, 8)), [3, 4, 5]], num_items=9)  # 4 inputs
+    inputs, targets = ds.train_arrays(max_len=3, prefixes=True)
+    assert inputs.tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4]]
+    assert targets.tolist() == [[0, 0, 2], [0, 0, 3], [0, 0, 4], [0, 0, 5]]
+    with pytest.raises(ValueError, match="`prefixes` and `windows`"):
+        ds.train_arrays(max_len=3, windows=True, prefixes=True)
+
+
+def test_prefix_rows_are_the_evaluation_view_of_every_target(ds):
+    # Row r must equal what evaluation would read if target r were held out:
+    # the most recent max_len items before it, left-padded.
+    max_len = 20
+    inputs, targets = ds.train_arrays(max_len=max_len, prefixes=True)
+    expected_inputs, expected_targets = [], []
+    for s in ds.sequences:
+        for t in range(1, len(s) - 2):  # targets s_2..s_{n-2}
+            history = s[:t][-max_len:]
+            expected_inputs.append([0] * (max_len - len(history)) + list(history))
+            expected_targets.append(s[t])
+    np.testing.assert_array_equal(inputs, np.array(expected_inputs))
+    assert not targets[:, :-1].any()
+    np.testing.assert_array_equal(targets[:, -1], expected_targets)
+    pipeline = ds.train_dataset(
+        batch_size=64, max_len=max_len, prefixes=True, bucket=True, seed=1
+    )
+    fed = Counter()
+    for _, y in pipeline.as_numpy_iterator():
+        fed.update(y[:, -1].tolist())
+        assert not y[:, :-1].any()
+    assert fed == Counter(expected_targets)
+
+
 def test_split_invariants(ds):
     split = ds.splits()
     lengths = ds.lengths

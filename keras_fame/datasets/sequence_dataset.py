@@ -304,7 +304,11 @@ class SequenceDataset:
         )
 
     def train_arrays(
-        self, max_len: int = 50, windows: bool = False, stride: int | None = None
+        self,
+        max_len: int = 50,
+        windows: bool = False,
+        stride: int | None = None,
+        prefixes: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Padded training rows `(inputs, targets)`.
 
@@ -316,13 +320,17 @@ class SequenceDataset:
             stride: distance between window ends (default `max_len`,
                 non-overlapping). With overlapping windows every target is
                 still used once: repeated positions get target 0.
+            prefixes: one row per training target (the history up to it,
+                only the last position has a target), as the prefix-augmented
+                training of the ICSRec/BSARec code; about `n - 3` rows per
+                user instead of one. Excludes `windows`.
 
         Returns:
             Two int32 arrays of shape `(rows, max_len)`, left-padded with 0:
             `targets[r, t]` is the item that follows `inputs[r, t]`.
         """
         return _splits.train_arrays(
-            self._items, self._offsets, max_len, windows, stride
+            self._items, self._offsets, max_len, windows, stride, prefixes
         )
 
     def eval_arrays(
@@ -360,6 +368,7 @@ class SequenceDataset:
         drop_remainder: bool = False,
         bucket: bool = False,
         count_targets: bool = False,
+        prefixes: bool = False,
     ):
         """The training pipeline: `(item_ids, next_item_ids)` batches.
 
@@ -368,7 +377,7 @@ class SequenceDataset:
             max_len: sequence length of a row.
             shuffle: shuffle rows (reshuffled at every epoch).
             seed: shuffle seed; the same seed gives the same order every run.
-            windows, stride: see `train_arrays`.
+            windows, stride, prefixes: see `train_arrays`.
             drop_remainder: drop the final smaller batch.
             bucket: length-bucketed batches trimmed to their longest row
                 (see `pipelines.make_train_dataset`): same rows, less padding.
@@ -387,7 +396,7 @@ class SequenceDataset:
         """
         from keras_fame.datasets.pipelines import make_train_dataset
 
-        inputs, targets = self.train_arrays(max_len, windows, stride)
+        inputs, targets = self.train_arrays(max_len, windows, stride, prefixes)
         return make_train_dataset(
             inputs,
             targets,

@@ -98,7 +98,11 @@ def concat_segments(
 
 
 def train_windows(
-    offsets: np.ndarray, max_len: int, windows: bool = False, stride: int | None = None
+    offsets: np.ndarray,
+    max_len: int,
+    windows: bool = False,
+    stride: int | None = None,
+    prefixes: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Segments of the flat item array that make the training rows.
 
@@ -117,6 +121,11 @@ def train_windows(
             smaller stride windows overlap and give targets more context; each
             target is still used exactly once: it stays in the oldest window
             that contains it, and is masked (0) in the others.
+        prefixes: one row per training target instead: the row of target
+            `p + 1` holds the (at most `max_len`) inputs up to `p` and keeps
+            only its last target, as the prefix-augmented training of the
+            ICSRec/BSARec/FMLP-Rec code. Every target is used once, read
+            exactly as evaluation reads a history. Excludes `windows`.
 
     Returns:
         A tuple `(starts, ends, keep_from)` of int64 arrays, one entry per row:
@@ -129,10 +138,17 @@ def train_windows(
         raise ValueError(
             f"`stride` must lie in [1, max_len={max_len}]. Received: stride={stride}"
         )
+    if prefixes and windows:
+        raise ValueError("`prefixes` and `windows` exclude each other; pick one.")
     begin = offsets[:-1]
     m = offsets[1:] - begin - 3  # number of training inputs per user
     has_row = m >= 1
     begin, m = begin[has_row], m[has_row]
+    if prefixes:
+        user = np.repeat(np.arange(len(m)), m)
+        local_end = 1 + np.arange(int(m.sum())) - np.repeat(np.cumsum(m) - m, m)
+        ends = begin[user] + local_end
+        return np.maximum(begin[user], ends - max_len), ends, ends - 1
     if not windows:
         ends = begin + m
         starts = np.maximum(begin, ends - max_len)
@@ -155,6 +171,7 @@ def train_arrays(
     max_len: int = 50,
     windows: bool = False,
     stride: int | None = None,
+    prefixes: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Training inputs and next-item targets, left-padded to `max_len`.
 
@@ -162,15 +179,16 @@ def train_arrays(
         items: the flat int item array.
         offsets: int64 user offsets (length `num_users + 1`).
         max_len: row width.
-        windows, stride: see `train_windows`.
+        windows, stride, prefixes: see `train_windows`.
 
     Returns:
         A tuple `(inputs, targets)` of int32 arrays of shape `(rows, max_len)`;
         `targets[r, t]` is the item after `inputs[r, t]`, 0 at padding (and at
-        positions masked by an overlapping `stride`).
+        positions masked by an overlapping `stride`, or all but the last with
+        `prefixes`).
     """
     _check_max_len(max_len)
-    starts, ends, keep_from = train_windows(offsets, max_len, windows, stride)
+    starts, ends, keep_from = train_windows(offsets, max_len, windows, stride, prefixes)
     inputs = pad_segments(items, starts, ends, max_len)
     targets = pad_segments(items, starts + 1, ends + 1, max_len)
     masked = keep_from - starts  # number of leading real positions to mask
