@@ -125,26 +125,26 @@ class TrainConfig:
         )
 
 
-# Fields added after runs were recorded: left out of comparisons and cache
-# keys while they hold their defaults, so earlier work folders stay valid.
-LATER_FIELDS = (
-    "softmax",
-    "num_negatives",
-    "negatives",
-    "distribution",
-    "eval_item_chunk_size",
-    "position_anchor",
-    "log_q_correction",
-    "prefixes",
-)
+# Fields added after runs were recorded, with the value those runs implicitly
+# used: left out of comparisons and cache keys while they hold that value, so
+# earlier work folders stay valid (and are not reused once a default changes).
+LATER_FIELDS = {
+    "softmax": "full",
+    "num_negatives": 1024,
+    "negatives": "uniform",
+    "distribution": "none",
+    "eval_item_chunk_size": None,
+    "position_anchor": "end",
+    "log_q_correction": True,
+    "prefixes": False,
+}
 
 
 def config_record(config: TrainConfig) -> dict:
-    """`config` as a dict, without later fields that hold their defaults."""
+    """`config` as a dict, without later fields that hold their implied value."""
     record = dataclasses.asdict(config)
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    for name in LATER_FIELDS:
-        if record[name] == defaults[name]:
+    for name, implied in LATER_FIELDS.items():
+        if record[name] == implied:
             del record[name]
     return record
 

@@ -7,7 +7,13 @@ import pytest
 
 from keras_fame.datasets import load
 from keras_fame.models import FAME, SASRec
-from keras_fame.training import TrainConfig, train_sasrec, two_stage
+from keras_fame.training import (
+    LATER_FIELDS,
+    TrainConfig,
+    config_record,
+    train_sasrec,
+    two_stage,
+)
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +121,33 @@ def test_sampled_softmax_recipe_sets_item_popularity(data, tmp_path):
     fame = runs["fame"][0]
     assert (fame.softmax, fame.negatives) == ("sampled", "mixed")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(fame.item_log_prior), prior)
+
+
+def test_prefix_sampling_feeds_every_target_once(data, tmp_path):
+    from keras_fame.training import _train_pipeline
+
+    config = _config(pretrain_epochs=1, prefixes=True)
+    targets = [y[:, -1] for _, y in _train_pipeline(data, config).as_numpy_iterator()]
+    expected = np.concatenate([s[1:-2] for s in data.sequences if len(s) >= 4])
+    np.testing.assert_array_equal(np.sort(np.concatenate(targets)), np.sort(expected))
+    _, prefixed = train_sasrec(data, config, tmp_path / "prefixes", verbose=0)
+    plain = dataclasses.replace(config, prefixes=False)
+    _, rows = train_sasrec(data, plain, tmp_path / "rows", verbose=0)
+    assert prefixed["epochs_run"] == rows["epochs_run"] == 1
+    assert (
+        prefixed["valid"] != rows["valid"]
+    )  # a different sampling of the same targets
+
+
+def test_work_folders_of_earlier_versions_stay_valid_and_apart(data, tmp_path):
+    # A folder written before a field existed holds no entry for it: the
+    # field's implied value matches it, any other value does not.
+    earlier = config_record(_config(prefixes=False))
+    assert not set(LATER_FIELDS) & set(earlier)
+    assert config_record(_config(prefixes=True))["prefixes"] is True
+    (tmp_path / "config.json").write_text(json.dumps(earlier))
+    with pytest.raises(ValueError, match=r"differs in \['prefixes'\]"):
+        two_stage(data, _config(prefixes=True), tmp_path, verbose=0)
 
 
 def test_interrupted_training_resumes(data, tmp_path):
