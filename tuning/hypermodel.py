@@ -357,6 +357,9 @@ class FAMEHyperModel(keras_tuner.HyperModel):
             see `FAME.from_sasrec`.
         facet_init: `"identity"` (default) or `"random"` (the paper), see
             `FAME.from_sasrec`.
+        prefixes: Train on one row per target (see
+            `keras_fame.training.TrainConfig.prefixes`); default: the
+            `TrainConfig` default.
         warm_start: Warm-start FAME from the pretrained SASRec (paper). If
             False, FAME trials train from scratch and nothing is pretrained.
         evaluate_test: Also report test metrics of every trial.
@@ -397,6 +400,7 @@ class FAMEHyperModel(keras_tuner.HyperModel):
         expert_init: str = "pretrained",
         facet_init: str = "identity",
         warm_start: bool = True,
+        prefixes: bool = TrainConfig.prefixes,
         evaluate_test: bool = True,
         seed: int = 0,
         cache: SASRecCache | None = None,
@@ -448,6 +452,7 @@ class FAMEHyperModel(keras_tuner.HyperModel):
         self.expert_init = expert_init
         self.facet_init = facet_init
         self.warm_start = bool(warm_start)
+        self.prefixes = bool(prefixes)
         self.evaluate_test = bool(evaluate_test)
         self.seed = seed
         self.verbose = verbose
@@ -467,17 +472,20 @@ class FAMEHyperModel(keras_tuner.HyperModel):
                     pretrain_epochs=pretrain_epochs,
                     patience=patience,
                     seed=seed,
+                    prefixes=self.prefixes,
                 ),
                 verbose=verbose,
             )
-        elif (cache.config.max_len, cache.config.pretrain_epochs) != (
-            max_len,
-            pretrain_epochs,
-        ):
+        elif (
+            cache.config.max_len,
+            cache.config.pretrain_epochs,
+            cache.config.prefixes,
+        ) != (max_len, pretrain_epochs, bool(prefixes)):
             raise ValueError(
                 "`cache` was made for max_len="
-                f"{cache.config.max_len}, pretrain_epochs={cache.config.pretrain_epochs}; "
-                f"received max_len={max_len}, pretrain_epochs={pretrain_epochs}."
+                f"{cache.config.max_len}, pretrain_epochs={cache.config.pretrain_epochs}, "
+                f"prefixes={cache.config.prefixes}; received max_len={max_len}, "
+                f"pretrain_epochs={pretrain_epochs}, prefixes={bool(prefixes)}."
             )
         self.cache = cache
         self.builds = 0
@@ -624,7 +632,11 @@ class FAMEHyperModel(keras_tuner.HyperModel):
             verbose=0,
         )
         train = self.dataset.train_dataset(
-            self.batch_size, self.max_len, seed=self.seed, bucket=True
+            self.batch_size,
+            self.max_len,
+            seed=self.seed,
+            bucket=True,
+            prefixes=self.prefixes,
         )
         model.fit(
             train,

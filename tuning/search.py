@@ -41,6 +41,7 @@ if __package__ in (None, ""):  # `python tuning/search.py`: import from the repo
 
 import keras_tuner  # noqa: E402
 
+from keras_fame.training import TrainConfig  # noqa: E402
 from tuning.hypermodel import (  # noqa: E402
     HP_NAMES,
     OBJECTIVE,
@@ -849,6 +850,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train FAME from scratch (no SASRec pretraining)",
     )
+    train.add_argument(
+        "--prefixes",
+        action=argparse.BooleanOptionalAction,
+        default=TrainConfig.prefixes,
+        help="one training row per target (prefix sampling) instead of one "
+        "row per user (default: TrainConfig's)",
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     return p
@@ -887,6 +895,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         expert_init=args.expert_init,
         facet_init=args.facet_init,
         warm_start=not args.no_warm_start,
+        prefixes=args.prefixes,
         seed=args.seed,
     )
     if args.protocol == "paper":
