@@ -49,7 +49,7 @@ def main(argv=None):
     ).stdout.strip()
 
     from keras_fame import datasets
-    from keras_fame.training import METRICS, TrainConfig, train_sasrec
+    from keras_fame.training import METRICS, config_from_record, train_sasrec
 
     results_dir = Path(args.results_dir)
     full_path = results_dir / f"{args.dataset}-sasrec.json"
@@ -59,10 +59,7 @@ def main(argv=None):
             f"{args.dataset} first (the full-softmax baseline)."
         )
     full = json.loads(full_path.read_text())
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(
-        **{k: v for k, v in full["config"].items() if k in fields},
-    )
+    config = config_from_record(full["config"])
     config = dataclasses.replace(
         config,
         softmax="sampled",

@@ -68,7 +68,7 @@ SCRIPT = textwrap.dedent(
     for distribution in ("none", "mirrored"):
         config = TrainConfig(hidden_dim=16, max_len=20, dropout=0.0, batch_size=40,
                              pretrain_epochs=2, finetune_epochs=1, patience=5,
-                             num_experts=2, eval_batch_size=64,
+                             num_experts=2, eval_batch_size=64, prefixes=False,
                              distribution=distribution)
         runs = two_stage(data, config, tempfile.mkdtemp(), verbose=0)
         results[distribution] = [runs[s][1]["test"]["NDCG@20"] for s in ("sasrec", "fame")]
@@ -128,7 +128,7 @@ WORKER = textwrap.dedent(
     data = make_synthetic(num_users=240, num_items=100, seed=0)[0]
     config = TrainConfig(hidden_dim=16, max_len=20, dropout=0.0, batch_size=40,
                          pretrain_epochs=2, finetune_epochs=1, patience=5,
-                         num_experts=2, eval_batch_size=64,
+                         num_experts=2, eval_batch_size=64, prefixes=False,
                          distribution="multi_worker" if index >= 0 else "none")
     runs = two_stage(data, config, workdir, verbose=0)
     print("RESULT " + json.dumps(

@@ -10,6 +10,7 @@ from keras_fame.models import FAME, SASRec
 from keras_fame.training import (
     LATER_FIELDS,
     TrainConfig,
+    config_from_record,
     config_record,
     train_sasrec,
     two_stage,
@@ -37,6 +38,7 @@ def _config(**overrides):
         backup_every=2,
         eval_batch_size=128,
         seed=7,
+        prefixes=False,  # one row per user: fewer steps; prefixes tested below
     )
     base.update(overrides)
     return TrainConfig(**base)
@@ -145,6 +147,8 @@ def test_work_folders_of_earlier_versions_stay_valid_and_apart(data, tmp_path):
     earlier = config_record(_config(prefixes=False))
     assert not set(LATER_FIELDS) & set(earlier)
     assert config_record(_config(prefixes=True))["prefixes"] is True
+    assert config_from_record(earlier) == _config(prefixes=False)
+    assert config_from_record(config_record(_config(prefixes=True))).prefixes
     (tmp_path / "config.json").write_text(json.dumps(earlier))
     with pytest.raises(ValueError, match=r"differs in \['prefixes'\]"):
         two_stage(data, _config(prefixes=True), tmp_path, verbose=0)
