@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_fame.models import FAME, SASRec
+from keras_fame.models import FAME, PositionEmbedding, SASRec
 from tests.reference import next_item_batch
 
 NUM_ITEMS = 40
@@ -69,6 +69,8 @@ def test_start_anchor_positions_count_from_the_first_item():
     # Hand-computed: each row's first item gets position 0.
     expected = np.array([[0, 0, 0, 1, 2], [0, 1, 2, 3, 4], [0, 0, 0, 0, 0]])
     np.testing.assert_allclose(got, table[expected], atol=1e-7)
+    with pytest.raises(ValueError, match="`anchor`.*anchor='left'"):
+        PositionEmbedding(5, 4, anchor="left")
     end = _models()[0]
     np.testing.assert_allclose(
         np.broadcast_to(_np(end.position_embedding(ids)), got.shape),
@@ -176,7 +178,7 @@ def test_out_of_vocabulary_ids_raise(model):
         ({"num_items": 0}, "num_items"),
         ({"dropout": -0.1}, "dropout"),
         ({"num_experts": 0}, "num_experts"),
-        ({"position_anchor": "left"}, "anchor='left'"),
+        ({"position_anchor": "left"}, "`position_anchor`.*position_anchor='left'"),
     ],
 )
 def test_bad_model_arguments(kwargs, message):

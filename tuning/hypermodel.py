@@ -480,12 +480,12 @@ class FAMEHyperModel(keras_tuner.HyperModel):
             cache.config.max_len,
             cache.config.pretrain_epochs,
             cache.config.prefixes,
-        ) != (max_len, pretrain_epochs, bool(prefixes)):
+        ) != (max_len, pretrain_epochs, self.prefixes):
             raise ValueError(
                 "`cache` was made for max_len="
                 f"{cache.config.max_len}, pretrain_epochs={cache.config.pretrain_epochs}, "
                 f"prefixes={cache.config.prefixes}; received max_len={max_len}, "
-                f"pretrain_epochs={pretrain_epochs}, prefixes={bool(prefixes)}."
+                f"pretrain_epochs={pretrain_epochs}, prefixes={self.prefixes}."
             )
         self.cache = cache
         self.builds = 0

@@ -207,6 +207,11 @@ class SequentialRecommender(keras.Model):
                 f"`negatives` must be one of {_NEGATIVES}. "
                 f"Received: negatives={negatives!r}"
             )
+        if position_anchor not in _ANCHORS:
+            raise ValueError(
+                f"`position_anchor` must be one of {_ANCHORS}. "
+                f"Received: position_anchor={position_anchor!r}"
+            )
         check_positive_int("num_negatives", num_negatives)
         check_positive_int("max_len", max_len)
         check_positive_int("hidden_dim", hidden_dim)
