@@ -1,8 +1,8 @@
 """Quality and speed of the sampled softmax against the full softmax.
 
 Trains SASRec on an Amazon dataset with `softmax="sampled"` and the same
-configuration as the committed full-softmax run
-(`benchmarks/results/<dataset>-sasrec.json`: its `config` is reused, only the
+configuration as a committed full-softmax run (`--baseline`, default
+`benchmarks/results/<dataset>-sasrec.json`: its `config` is reused, only the
 loss changes), then writes both side by side to
 `benchmarks/results/sampled_softmax_<dataset>_<negatives>.json`: test and
 validation metrics, seconds per training epoch, best epoch and time to the
@@ -42,6 +42,12 @@ def main(argv=None):
     )
     parser.add_argument("--num-negatives", type=int, default=1024)
     parser.add_argument("--workdir", default=None)
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="the full-softmax results file to compare with "
+        "(default: RESULTS_DIR/<dataset>-sasrec.json)",
+    )
     parser.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args(argv)
     commit = subprocess.run(
@@ -52,7 +58,7 @@ def main(argv=None):
     from keras_fame.training import METRICS, config_from_record, train_sasrec
 
     results_dir = Path(args.results_dir)
-    full_path = results_dir / f"{args.dataset}-sasrec.json"
+    full_path = Path(args.baseline or results_dir / f"{args.dataset}-sasrec.json")
     if not full_path.exists():
         raise SystemExit(
             f"{full_path} is missing: run examples/train_sports.py --dataset "

@@ -1,6 +1,7 @@
 """Prints the committed results as Markdown tables (used for the README).
 
 python benchmarks/summarize.py            # all results under benchmarks/results
+python benchmarks/summarize.py DIR        # Table 2 of DIR (e.g. benchmarks/results/paper-recipe)
 """
 
 import json
@@ -60,10 +61,15 @@ def epoch_time(results_dir: Path = RESULTS) -> str:
 
 
 def main() -> None:
-    results_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS
-    print(table2(results_dir))
+    if len(sys.argv) > 1:
+        print(table2(Path(sys.argv[1])))
+        return
+    print("Package recipe (benchmarks/results):\n")
+    print(table2(RESULTS))
+    print("\nPaper recipe (benchmarks/results/paper-recipe):\n")
+    print(table2(RESULTS / "paper-recipe"))
     print()
-    print(epoch_time(results_dir))
+    print(epoch_time(RESULTS))
 
 
 if __name__ == "__main__":
