@@ -11,7 +11,8 @@ equally loaded machine: the record keeps both runs' `machine` and date.
 
 Usage:
     python benchmarks/bench_sampled_softmax.py --dataset sports \
-        --data-dir ../shared/datasets/amazon --negatives mixed --num-negatives 1024
+        --data-dir ../shared/datasets/amazon --negatives mixed --num-negatives 1024 \
+        --baseline benchmarks/results/paper-recipe/sports-sasrec.json
 """
 
 from __future__ import annotations

@@ -5,11 +5,15 @@
 #                   warm-started where SASRec ended) -> benchmarks/results/<dataset>-<model>.json
 #   --paper-recipe: the paper's recipe (one training row per user, random
 #                   experts and W_f) -> benchmarks/results/paper-recipe/<dataset>-<model>.json
-# Work folders: runs/<dataset> (default) or runs/paper-recipe/<dataset>; logs beside them.
+# DATA_DIR defaults to ../shared/datasets/amazon. Work folders: runs/<dataset>
+# (default) or runs/paper-recipe/<dataset>, with a log beside each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data_dir=${1:-../shared/datasets/amazon}
-shift || true
+data_dir=../shared/datasets/amazon
+if [[ $# -gt 0 && "$1" != --* ]]; then
+  data_dir=$1
+  shift
+fi
 recipe=(--prefixes --expert-init pretrained --facet-init identity)
 results=benchmarks/results
 runs=runs
