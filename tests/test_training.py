@@ -154,6 +154,21 @@ def test_work_folders_of_earlier_versions_stay_valid_and_apart(data, tmp_path):
         two_stage(data, _config(prefixes=True), tmp_path, verbose=0)
 
 
+def test_finetune_learning_rate_applies_to_fame_only(data, tmp_path):
+    config = _config(pretrain_epochs=1, finetune_epochs=1, finetune_learning_rate=3e-4)
+    runs = two_stage(data, config, tmp_path, verbose=0)
+    sasrec_rate = runs["sasrec"][0].optimizer.learning_rate
+    fame_rate = runs["fame"][0].optimizer.learning_rate
+    assert float(keras.ops.convert_to_numpy(sasrec_rate)) == pytest.approx(1e-3)
+    assert float(keras.ops.convert_to_numpy(fame_rate)) == pytest.approx(3e-4)
+    # Unset, it is left out of the record: earlier work folders stay valid.
+    assert "finetune_learning_rate" not in config_record(_config())
+    assert config_record(config)["finetune_learning_rate"] == 3e-4
+    for bad in (0.0, -1e-3):
+        with pytest.raises(ValueError, match="finetune_learning_rate"):
+            _config(finetune_learning_rate=bad)
+
+
 def test_interrupted_training_resumes(data, tmp_path):
     config = _config(pretrain_epochs=4, patience=10)
     with pytest.raises(KeyboardInterrupt):
