@@ -58,8 +58,8 @@ class TrainConfig:
             `"random"`) on all three Amazon datasets (README, Benchmarks).
         learning_rate, batch_size: Adam and the training batch.
         finetune_learning_rate: Adam's rate for FAME's fine-tuning; `None`
-            (default, the paper): `learning_rate`. On Toys 1e-4 beat 1e-3
-            (README, Benchmarks).
+            (default, the paper): `learning_rate`. On Toys and Beauty 1e-4
+            beat 1e-3 (README, Benchmarks).
         pretrain_epochs, finetune_epochs: epoch budgets of the two stages.
         patience: early-stopping patience on validation NDCG@20.
         windows: cut long histories into several training rows.
