@@ -44,9 +44,9 @@ class TrainConfig:
     """Hyper-parameters of the two-stage recipe.
 
     The defaults are the paper's settings, except two choices measured to be
-    better (README, Benchmarks): FAME's warm start (`expert_init`,
-    `facet_init`; all three Amazon datasets) and prefix training rows
-    (`prefixes`; Toys and Sports).
+    better on all three Amazon datasets (README, Benchmarks): FAME's warm
+    start (`expert_init`, `facet_init`) and prefix training rows
+    (`prefixes`).
 
     Attributes:
         hidden_dim, num_blocks, num_heads, max_len, dropout,
