@@ -144,14 +144,18 @@ def test_prefix_sampling_feeds_every_target_once(data, tmp_path):
 def test_work_folders_of_earlier_versions_stay_valid_and_apart(data, tmp_path):
     # A folder written before a field existed holds no entry for it: the
     # field's implied value matches it, any other value does not.
-    earlier = config_record(_config(prefixes=False))
+    old = dict(prefixes=False, finetune_learning_rate=None)
+    earlier = config_record(_config(**old))
     assert not set(LATER_FIELDS) & set(earlier)
     assert config_record(_config(prefixes=True))["prefixes"] is True
-    assert config_from_record(earlier) == _config(prefixes=False)
+    assert config_from_record(earlier) == _config(**old)
     assert config_from_record(config_record(_config(prefixes=True))).prefixes
     (tmp_path / "config.json").write_text(json.dumps(earlier))
     with pytest.raises(ValueError, match=r"differs in \['prefixes'\]"):
-        two_stage(data, _config(prefixes=True), tmp_path, verbose=0)
+        two_stage(data, _config(**{**old, "prefixes": True}), tmp_path, verbose=0)
+    # Today's defaults differ from such a folder: it is not reused.
+    with pytest.raises(ValueError, match=r"differs in \['finetune_learning_rate'\]"):
+        two_stage(data, _config(prefixes=False), tmp_path, verbose=0)
 
 
 def test_finetune_learning_rate_applies_to_fame_only(data, tmp_path):
@@ -161,8 +165,12 @@ def test_finetune_learning_rate_applies_to_fame_only(data, tmp_path):
     fame_rate = runs["fame"][0].optimizer.learning_rate
     assert float(keras.ops.convert_to_numpy(sasrec_rate)) == pytest.approx(1e-3)
     assert float(keras.ops.convert_to_numpy(fame_rate)) == pytest.approx(3e-4)
-    # Unset, it is left out of the record: earlier work folders stay valid.
-    assert "finetune_learning_rate" not in config_record(_config())
+    # The default (1e-4) is recorded; `None` (one rate, what runs made before
+    # the field existed used) is left out, so their work folders stay valid.
+    assert config_record(_config())["finetune_learning_rate"] == 1e-4
+    single = _config(finetune_learning_rate=None)
+    assert "finetune_learning_rate" not in config_record(single)
+    assert config_from_record(config_record(single)) == single
     assert config_record(config)["finetune_learning_rate"] == 3e-4
     for bad in (0.0, -1e-3):
         with pytest.raises(ValueError, match="finetune_learning_rate"):

@@ -214,12 +214,41 @@ def test_build_declares_space_and_excludes_bad_pairs(data, tmp_path):
     hp.values.update(model="fame", hidden_dim=12, num_heads=3, num_experts=4)
     model = hypermodel.build(hp)
     assert (model.num_experts, model.num_heads, model.hidden_dim) == (4, 3, 12)
-    learning_rate = float(np.asarray(model.optimizer.learning_rate))
-    assert math.isclose(learning_rate, 1e-3, rel_tol=1e-6)
+    # A warm-started FAME fine-tunes at TrainConfig's fine-tuning rate.
+    assert math.isclose(_rate(model), 1e-4, rel_tol=1e-6)
     hp.values.update(hidden_dim=8, num_heads=3)
     with pytest.raises(keras_tuner.errors.FailedTrialError, match="divisible"):
         hypermodel.build(hp)
     assert hypermodel.builds == 2 and hypermodel.cache.trained == []
+
+
+def _rate(model):
+    return float(np.asarray(model.optimizer.learning_rate))
+
+
+def test_finetune_learning_rate_is_for_warm_started_fame_only(data, tmp_path):
+    space = SearchSpace(
+        models=("sasrec", "fame"), hidden_dims=(8,), learning_rates=(2e-3,)
+    )
+    hp = keras_tuner.HyperParameters()
+    rates = {}
+    for label, options in (
+        ("3e-4", dict(finetune_learning_rate=3e-4)),
+        ("single", dict(finetune_learning_rate=None)),
+        ("scratch", dict(finetune_learning_rate=3e-4, warm_start=False)),
+    ):
+        hypermodel = FAMEHyperModel(data, space, tmp_path, epochs=1, **TRAIN, **options)
+        hp.values.update(model="sasrec")
+        sasrec_rate = _rate(hypermodel.build(hp))
+        hp.values.update(model="fame", num_experts=2)
+        rates[label] = (sasrec_rate, _rate(hypermodel.build(hp)))
+    for label, expected in (
+        ("3e-4", (2e-3, 3e-4)), ("single", (2e-3, 2e-3)), ("scratch", (2e-3, 2e-3))
+    ):  # fmt: skip
+        assert rates[label] == pytest.approx(expected, rel=1e-6), label
+    for bad in (0.0, -1e-4):
+        with pytest.raises(ValueError, match="`finetune_learning_rate`"):
+            FAMEHyperModel(data, space, tmp_path, finetune_learning_rate=bad)
 
 
 def test_non_dividing_trial_is_excluded_not_crashed(data, tmp_path):

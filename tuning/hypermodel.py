@@ -360,6 +360,11 @@ class FAMEHyperModel(keras_tuner.HyperModel):
         prefixes: Train on one row per target (see
             `keras_fame.training.TrainConfig.prefixes`); default: the
             `TrainConfig` default.
+        finetune_learning_rate: Adam's rate for warm-started FAME trials
+            (see `keras_fame.training.TrainConfig.finetune_learning_rate`);
+            default: the `TrainConfig` default. `None`: the trial's
+            `learning_rate`, as SASRec's pretraining and FAME trained from
+            scratch always use.
         warm_start: Warm-start FAME from the pretrained SASRec (paper). If
             False, FAME trials train from scratch and nothing is pretrained.
         evaluate_test: Also report test metrics of every trial.
@@ -401,6 +406,7 @@ class FAMEHyperModel(keras_tuner.HyperModel):
         facet_init: str = "identity",
         warm_start: bool = True,
         prefixes: bool = TrainConfig.prefixes,
+        finetune_learning_rate: float | None = TrainConfig.finetune_learning_rate,
         evaluate_test: bool = True,
         seed: int = 0,
         cache: SASRecCache | None = None,
@@ -453,6 +459,12 @@ class FAMEHyperModel(keras_tuner.HyperModel):
         self.facet_init = facet_init
         self.warm_start = bool(warm_start)
         self.prefixes = bool(prefixes)
+        if finetune_learning_rate is not None and not finetune_learning_rate > 0:
+            raise ValueError(
+                "`finetune_learning_rate` must be a positive number or None. "
+                f"Received: finetune_learning_rate={finetune_learning_rate!r}"
+            )
+        self.finetune_learning_rate = finetune_learning_rate
         self.evaluate_test = bool(evaluate_test)
         self.seed = seed
         self.verbose = verbose
@@ -531,9 +543,21 @@ class FAMEHyperModel(keras_tuner.HyperModel):
             )
         else:
             model = SASRec(self.dataset.num_items, **kwargs)
-        model.compile(optimizer=keras.optimizers.Adam(values["learning_rate"]))
+        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate(values)))
         self.builds += 1
         return model
+
+    def learning_rate(self, values: Mapping) -> float:
+        """Adam's rate of a trial: warm-started FAME fine-tunes at
+        `finetune_learning_rate` (when set), everything else trains at the
+        trial's `learning_rate` (which also keys the pretrained SASRec)."""
+        if (
+            values["model"] == "fame"
+            and self.warm_start
+            and self.finetune_learning_rate is not None
+        ):
+            return self.finetune_learning_rate
+        return values["learning_rate"]
 
     # ------------------------------------------------------------------- fit
 

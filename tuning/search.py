@@ -857,6 +857,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="one training row per target (prefix sampling) instead of one "
         "row per user (default: TrainConfig's)",
     )
+    train.add_argument(
+        "--finetune-learning-rate",
+        type=float,
+        default=TrainConfig.finetune_learning_rate,
+        help="Adam's rate of warm-started FAME trials (default: TrainConfig's); "
+        "0 for the trial's --learning-rates (the paper)",
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     return p
@@ -896,6 +903,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         facet_init=args.facet_init,
         warm_start=not args.no_warm_start,
         prefixes=args.prefixes,
+        finetune_learning_rate=args.finetune_learning_rate or None,
         seed=args.seed,
     )
     if args.protocol == "paper":
