@@ -1,0 +1,153 @@
+"""Control for FAME's fine-tuning: the pretrained SASRec trained further alike.
+
+The recipe fine-tunes FAME in a second stage at a smaller Adam rate
+(`TrainConfig.finetune_learning_rate`). To tell FAME's gain from what any
+second, low-rate stage gives, this trains the finished SASRec of a recipe work
+folder (`<workdir>/config.json` and `<workdir>/sasrec/model.keras`, as
+`examples/train_sports.py` leaves them) further with FAME's rate, epoch budget
+and early stopping, in `<workdir>/sasrec-continued` (resumable like the
+recipe's stages), and writes a record shaped like
+`benchmarks/results/<dataset>-<model>.json` (model `sasrec-continued`).
+
+Usage:
+    python examples/train_sports.py --dataset toys --data-dir ../shared/datasets/amazon \
+        --pretrain-epochs 80 --finetune-epochs 60 --patience 8
+    python benchmarks/bench_sasrec_continued.py --dataset toys \
+        --data-dir ../shared/datasets/amazon --workdir runs/toys \
+        --out benchmarks/results/experiments/toys-sasrec-continued.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR")
+
+
+def _commit() -> str:
+    try:
+        return subprocess.check_output(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, text=True
+        ).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument(
+        "--workdir", required=True, help="a recipe work folder with a finished SASRec"
+    )
+    parser.add_argument("--out", required=True, help="where to write the record")
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help="default: the folder's finetune_learning_rate (else its learning_rate)",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="default: its finetune_epochs"
+    )
+    args = parser.parse_args(argv)
+    commit = _commit()
+
+    workdir = Path(args.workdir)
+    config_path = workdir / "config.json"
+    sasrec_path = workdir / "sasrec" / "model.keras"
+    for path in (config_path, sasrec_path):
+        if not path.exists():
+            raise SystemExit(
+                f"--workdir {workdir}: {path} does not exist; run "
+                "examples/train_sports.py with this --workdir first."
+            )
+
+    import keras
+
+    from keras_fame import datasets
+    from keras_fame.training import (
+        config_from_record,
+        evaluate_splits,
+        fit_stage,
+        set_seed,
+    )
+
+    recipe = config_from_record(json.loads(config_path.read_text()))
+    rate = args.learning_rate
+    if rate is None:
+        rate = recipe.finetune_learning_rate or recipe.learning_rate
+    if not rate > 0:
+        raise SystemExit(f"--learning-rate must be positive. Received: {rate}")
+    epochs = recipe.finetune_epochs if args.epochs is None else args.epochs
+    if epochs < 1:
+        raise SystemExit(f"--epochs must be at least 1. Received: {epochs}")
+    config = dataclasses.replace(recipe, learning_rate=rate)
+    data = datasets.load(args.dataset, data_dir=args.data_dir)
+
+    stage_dir = workdir / "sasrec-continued"
+    results_path = stage_dir / "results.json"
+    if results_path.exists():
+        print(f"finished earlier: {results_path}")
+        results = json.loads(results_path.read_text())
+        if (results.get("learning_rate"), results.get("epochs")) != (rate, epochs):
+            raise SystemExit(
+                f"{results_path} holds a run with learning_rate="
+                f"{results.get('learning_rate')}, epochs={results.get('epochs')}; "
+                f"asked for {rate}, {epochs}: delete {stage_dir} to run again."
+            )
+    else:
+        set_seed(config.seed, config.deterministic)
+        model = keras.saving.load_model(sasrec_path)
+        summary = fit_stage(model, data, config, stage_dir, epochs, verbose=2)
+        results = {
+            **evaluate_splits(model, data, config),
+            **{k: v for k, v in summary.items() if k != "history"},
+            "learning_rate": rate,
+            "epochs": epochs,
+        }
+        model.save(stage_dir / "model.keras")
+        results_path.write_text(json.dumps(results, indent=2, default=float) + "\n")
+
+    record = {
+        "dataset": args.dataset,
+        "model": "sasrec-continued",
+        "source": str(sasrec_path),
+        "test": {m: float(results["test"][m]) for m in METRICS},
+        "valid": {m: float(results["valid"][m]) for m in METRICS},
+        "best_epoch": results["best_epoch"],
+        "epochs_run": results["epochs_run"],
+        "epoch_seconds": results["epoch_seconds"],
+        "seconds_to_best": results["seconds_to_best"],
+        "learning_rate": rate,
+        "config": dataclasses.asdict(recipe),
+        "seed": config.seed,
+        "commit": commit,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "command": "python benchmarks/bench_sasrec_continued.py " + " ".join(argv),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps({k: record[k] for k in ("test", "valid", "best_epoch")}, indent=2))
+    print(f"saved {out}")
+    return record
+
+
+if __name__ == "__main__":
+    main()
