@@ -61,7 +61,8 @@ class TrainConfig:
             1e-4); `None`: `learning_rate`, the paper's single rate. With 1e-4
             the warm-started FAME beat our SASRec on every test metric of all
             three Amazon datasets (with 1e-3: on no Beauty or Toys test
-            metric; README, Benchmarks).
+            metric), though SASRec trained further at 1e-4 gains nearly as
+            much (README, Benchmarks; `benchmarks/bench_sasrec_continued.py`).
         pretrain_epochs, finetune_epochs: epoch budgets of the two stages.
         patience: early-stopping patience on validation NDCG@20.
         windows: cut long histories into several training rows.
