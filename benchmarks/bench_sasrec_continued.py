@@ -34,8 +34,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR")
-
 
 def _commit() -> str:
     try:
@@ -81,6 +79,7 @@ def main(argv=None):
 
     from keras_fame import datasets
     from keras_fame.training import (
+        METRICS,
         config_from_record,
         evaluate_splits,
         fit_stage,
@@ -90,7 +89,7 @@ def main(argv=None):
     recipe = config_from_record(json.loads(config_path.read_text()))
     rate = args.learning_rate
     if rate is None:
-        rate = recipe.finetune_learning_rate or recipe.learning_rate
+        rate = recipe.finetune_config().learning_rate
     if not rate > 0:
         raise SystemExit(f"--learning-rate must be positive. Received: {rate}")
     epochs = recipe.finetune_epochs if args.epochs is None else args.epochs
@@ -127,8 +126,8 @@ def main(argv=None):
         "dataset": args.dataset,
         "model": "sasrec-continued",
         "source": str(sasrec_path),
-        "test": {m: float(results["test"][m]) for m in METRICS},
-        "valid": {m: float(results["valid"][m]) for m in METRICS},
+        "test": {m: float(results["test"][m]) for m in (*METRICS, "MRR")},
+        "valid": {m: float(results["valid"][m]) for m in (*METRICS, "MRR")},
         "best_epoch": results["best_epoch"],
         "epochs_run": results["epochs_run"],
         "epoch_seconds": results["epoch_seconds"],

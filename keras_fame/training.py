@@ -130,6 +130,13 @@ class TrainConfig:
                     f"`{name}` must be a positive number. Received: {name}={value}"
                 )
 
+    def finetune_config(self) -> TrainConfig:
+        """This config for FAME's fine-tuning stage: `learning_rate` is
+        `finetune_learning_rate` when that is set."""
+        if self.finetune_learning_rate is None:
+            return self
+        return dataclasses.replace(self, learning_rate=self.finetune_learning_rate)
+
     def model_kwargs(self) -> dict:
         return dict(
             max_len=self.max_len,
@@ -362,11 +369,7 @@ def train_fame(
 
     Under a strategy, `sasrec` must have been built in the same `strategy`.
     """
-
-    if config.finetune_learning_rate is not None:
-        config = dataclasses.replace(
-            config, learning_rate=config.finetune_learning_rate
-        )
+    config = config.finetune_config()
 
     def build():
         if sasrec is None:

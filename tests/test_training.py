@@ -169,6 +169,8 @@ def test_finetune_learning_rate_applies_to_fame_only(data, tmp_path):
     # the field existed used) is left out, so their work folders stay valid.
     assert config_record(_config())["finetune_learning_rate"] == 1e-4
     single = _config(finetune_learning_rate=None)
+    assert single.finetune_config() == single
+    assert config.finetune_config() == dataclasses.replace(config, learning_rate=3e-4)
     assert "finetune_learning_rate" not in config_record(single)
     assert config_from_record(config_record(single)) == single
     assert config_record(config)["finetune_learning_rate"] == 3e-4
