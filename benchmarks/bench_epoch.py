@@ -20,8 +20,6 @@ Usage:
 import argparse
 import json
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -33,6 +31,7 @@ import tensorflow as tf  # noqa: E402
 
 from keras_fame import datasets  # noqa: E402
 from keras_fame.models import FAME, SASRec  # noqa: E402
+from keras_fame.provenance import machine_description, source_commit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,16 +172,6 @@ def run(args):
     if {"fame", "sasrec"} <= results.keys():
         ratio = results["fame"]["epoch_seconds"] / results["sasrec"]["epoch_seconds"]
         print(f"FAME / SASRec epoch time: {ratio:.2f}x (goal <= 1.25x)")
-    try:
-        commit = subprocess.check_output(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, text=True
-        ).strip()
-        dirty = subprocess.check_output(
-            ["git", "status", "--porcelain"], cwd=ROOT, text=True
-        )
-        commit += "+dirty" if dirty.strip() else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
     report = {
         "benchmark": "epoch_time",
         "dataset": args.dataset,
@@ -193,10 +182,10 @@ def run(args):
         "matmul_peak_gflops": peak / 1e9,
         "models": results,
         "fame_over_sasrec": ratio,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
+        "machine": machine_description(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
-        "commit": commit,
+        "commit": source_commit(ROOT),
         "command": "python benchmarks/bench_epoch.py " + " ".join(args.argv),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }

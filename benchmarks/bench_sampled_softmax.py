@@ -21,8 +21,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,9 +49,9 @@ def main(argv=None):
     )
     parser.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args(argv)
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
+    from keras_fame.provenance import machine_description, source_commit
+
+    commit = source_commit(ROOT)  # the code this run uses (read before training)
 
     from keras_fame import datasets
     from keras_fame.training import METRICS, config_from_record, train_sasrec
@@ -89,7 +87,7 @@ def main(argv=None):
         "seconds_to_best": results["seconds_to_best"],
         "config": dataclasses.asdict(config),
         "commit": commit,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
+        "machine": machine_description(),
         "date": time.strftime("%Y-%m-%d"),
     }
     baseline = {

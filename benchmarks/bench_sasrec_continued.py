@@ -23,8 +23,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,15 +31,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def _commit() -> str:
-    try:
-        return subprocess.check_output(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, text=True
-        ).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv=None):
@@ -63,7 +52,9 @@ def main(argv=None):
         "--epochs", type=int, default=None, help="default: its finetune_epochs"
     )
     args = parser.parse_args(argv)
-    commit = _commit()
+    from keras_fame.provenance import machine_description, source_commit
+
+    commit = source_commit(ROOT)  # the code this run uses (read before training)
 
     workdir = Path(args.workdir)
     config_path = workdir / "config.json"
@@ -136,7 +127,7 @@ def main(argv=None):
         "config": dataclasses.asdict(recipe),
         "seed": config.seed,
         "commit": commit,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "machine": machine_description(),
         "command": "python benchmarks/bench_sasrec_continued.py " + " ".join(argv),
         "date": time.strftime("%Y-%m-%d"),
     }

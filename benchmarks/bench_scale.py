@@ -33,7 +33,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -307,13 +306,9 @@ def main(argv=None):
             "max_relative_rank_difference": float((gap / full).max()),
         }
         print(f"eval full vs chunked ranks: {comparison}")
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip()
-    except OSError:
-        commit = None
     import keras
+
+    from keras_fame.provenance import machine_description, source_commit
 
     record = {
         "command": "python benchmarks/bench_scale.py " + " ".join(passthrough),
@@ -334,8 +329,8 @@ def main(argv=None):
                 "seed",
             )
         },
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
-        "commit": commit,
+        "machine": machine_description(),
+        "commit": source_commit(ROOT),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"
         ),

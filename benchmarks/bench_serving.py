@@ -29,7 +29,6 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from keras_fame.export import export_for_serving  # noqa: E402
 from keras_fame.models import FAME, SASRec  # noqa: E402
+from keras_fame.provenance import source_commit  # noqa: E402
 
 SPORTS = dict(
     num_items=18357, max_len=50, hidden_dim=64, num_blocks=2, num_heads=2, dropout=0.5
@@ -84,24 +84,6 @@ def _load_average() -> float | None:
         return round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):
         return None
-
-
-def _commit() -> str:
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        commit = result.stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        return f"{commit} (uncommitted changes)" if dirty else commit
-    except (OSError, subprocess.CalledProcessError):
-        return "uncommitted"
 
 
 def _stats(times_s: list[float]) -> dict:
@@ -212,7 +194,7 @@ def main(argv=None) -> dict:
             "load_average_1min_after": _load_average(),
             "note": "shared machine: other jobs may run during the benchmark",
         },
-        "commit": _commit(),
+        "commit": source_commit(ROOT),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"
         ),

@@ -24,8 +24,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -85,28 +83,16 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def _commit() -> str:
-    try:
-        commit = subprocess.check_output(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, text=True
-        ).strip()
-        dirty = subprocess.check_output(
-            ["git", "status", "--porcelain", "keras_fame", "examples"],
-            cwd=ROOT,
-            text=True,
-        )
-        return commit + ("+dirty" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    commit = _commit()  # the code this run uses (read now, not after training)
-
     from keras_fame import datasets
+    from keras_fame.provenance import machine_description, source_commit
     from keras_fame.training import METRICS, TrainConfig, two_stage
+
+    commit = source_commit(
+        ROOT
+    )  # the code this run uses (read now, not after training)
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
@@ -161,7 +147,7 @@ def main(argv=None):
             "config": dataclasses.asdict(config),
             "seed": config.seed,
             "commit": commit,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
+            "machine": machine_description(),
             "command": "python examples/train_sports.py " + " ".join(argv),
             "date": time.strftime("%Y-%m-%d"),
         }

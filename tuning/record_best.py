@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from keras_fame.provenance import machine_description, source_commit  # noqa: E402
 from tuning.hypermodel import HP_NAMES  # noqa: E402
 
 METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR")
@@ -51,9 +49,7 @@ def main(argv=None):
     settings = json.loads(args.settings)
     summary = json.loads((Path(args.directory) / "summary.json").read_text())
     trial = best_fame_trial(summary)
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
+    commit = source_commit(ROOT)
     record = {
         "dataset": args.dataset,
         "model": "fame",
@@ -66,7 +62,7 @@ def main(argv=None):
         "seed": settings.get("seed", 0),
         "tuning_trial": f"{trial['phase']}/{trial['trial']}",
         "commit": commit,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
+        "machine": machine_description(),
         "command": args.command,
         "date": time.strftime("%Y-%m-%d"),
     }
