@@ -70,11 +70,10 @@ def main(argv=None):
 
     from keras_fame import datasets
     from keras_fame.training import (
+        FAME_FIELDS,
         METRICS,
         config_from_record,
-        evaluate_splits,
-        fit_stage,
-        set_seed,
+        run_stage,
     )
 
     recipe = config_from_record(json.loads(config_path.read_text()))
@@ -89,29 +88,23 @@ def main(argv=None):
     config = dataclasses.replace(recipe, learning_rate=rate)
     data = datasets.load(args.dataset, data_dir=args.data_dir)
 
-    stage_dir = workdir / "sasrec-continued"
-    results_path = stage_dir / "results.json"
-    if results_path.exists():
-        print(f"finished earlier: {results_path}")
-        results = json.loads(results_path.read_text())
-        if (results.get("learning_rate"), results.get("epochs")) != (rate, epochs):
-            raise SystemExit(
-                f"{results_path} holds a run with learning_rate="
-                f"{results.get('learning_rate')}, epochs={results.get('epochs')}; "
-                f"asked for {rate}, {epochs}: delete {stage_dir} to run again."
-            )
-    else:
-        set_seed(config.seed, config.deterministic)
-        model = keras.saving.load_model(sasrec_path)
-        summary = fit_stage(model, data, config, stage_dir, epochs, verbose=2)
-        results = {
-            **evaluate_splits(model, data, config),
-            **{k: v for k, v in summary.items() if k != "history"},
-            "learning_rate": rate,
-            "epochs": epochs,
-        }
-        model.save(stage_dir / "model.keras")
-        results_path.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    # The stage's folder holds its rate and budget (stage.json): a rerun with
+    # another --learning-rate or --epochs is refused, finished or not.
+    try:
+        _, results = run_stage(
+            "sasrec-continued",
+            lambda: keras.saving.load_model(sasrec_path),
+            data,
+            config,
+            workdir,
+            epochs,
+            verbose=2,
+            ignore=FAME_FIELDS,
+        )
+    except ValueError as error:
+        raise SystemExit(
+            f"--learning-rate {rate}, --epochs {epochs}: {error}"
+        ) from None
 
     record = {
         "dataset": args.dataset,

@@ -9,6 +9,7 @@ Layout of a work directory (`workdir`):
 workdir/
   config.json                   the TrainConfig of the run
   sasrec/  fame/                one folder per stage:
+    stage.json                  the stage's TrainConfig and epoch budget
     backup/                     BackupAndRestore state (deleted when done)
     eval_state/                 early-stopping state (best epoch, weights)
     logs/                       TensorBoard event files
@@ -20,7 +21,8 @@ workdir/
 A rerun with the same `workdir` resumes: a finished stage is loaded from
 its `model.keras`, an interrupted one continues from its last backup (taken
 every `backup_every` steps and at every epoch end), keeping its early-stopping
-state.
+state. A stage rerun with another configuration (say another learning rate)
+is refused, finished or not.
 """
 
 from __future__ import annotations
@@ -343,7 +345,7 @@ def train_sasrec(
     `strategy` (default: made from `config.distribution`) is the
     `tf.distribute.Strategy` whose scope holds the model.
     """
-    return _run_stage(
+    return run_stage(
         "sasrec",
         lambda: SASRec(dataset.num_items, **config.model_kwargs()),
         dataset,
@@ -353,6 +355,7 @@ def train_sasrec(
         verbose,
         callbacks,
         strategy,
+        ignore=FAME_FIELDS,
     )
 
 
@@ -386,7 +389,7 @@ def train_fame(
             seed=config.seed,
         )
 
-    return _run_stage(
+    return run_stage(
         "fame",
         build,
         dataset,
@@ -399,9 +402,57 @@ def train_fame(
     )
 
 
-def _run_stage(
-    name, build, dataset, config, workdir, epochs, verbose, callbacks=(), strategy=None
+# Left out of a stage's stage.json: its own `epochs` and `learning_rate` say
+# what these said for it.
+_STAGE_BUDGETS = ("pretrain_epochs", "finetune_epochs", "finetune_learning_rate")
+# Read by FAME's stage only.
+FAME_FIELDS = ("num_experts", "expert_init", "facet_init")
+
+
+def run_stage(
+    name,
+    build,
+    dataset,
+    config: TrainConfig,
+    workdir,
+    epochs: int,
+    verbose: int = 1,
+    callbacks=(),
+    strategy=None,
+    ignore=(),
 ):
+    """Trains, resumes or reloads one stage in `workdir/name`.
+
+    `train_sasrec` and `train_fame` are this with their model and budget;
+    benchmarks use it for other stages (e.g. SASRec trained further).
+
+    Args:
+        name: The stage's folder in `workdir`.
+        build: Called with no argument to make the model to train (a new
+            model, or one loaded or warm-started from an earlier stage).
+        dataset: A `keras_fame.datasets.SequenceDataset`.
+        config: The stage's `TrainConfig` (its `learning_rate` is the
+            stage's rate).
+        workdir: The run's folder.
+        epochs: Epoch budget.
+        verbose: Keras verbosity.
+        callbacks: More Keras callbacks.
+        strategy: The `tf.distribute.Strategy` whose scope holds the model
+            (default: made from `config.distribution`).
+        ignore: `TrainConfig` fields this stage does not read: changing them
+            does not refuse the stage (`stage.json` leaves them out, as it
+            leaves out the epoch budgets and `finetune_learning_rate`, which
+            `epochs` and `config.learning_rate` stand for).
+
+    Returns:
+        `(model, results)`: the stage's best model and its `results.json`
+        (`valid`, `test`, `best_epoch`, `epochs_run`, `epoch_seconds`,
+        `seconds_to_best`).
+
+    Raises:
+        ValueError: `workdir/name/stage.json` holds another configuration or
+            budget.
+    """
     from keras_fame.distribute import is_chief, make_strategy
 
     if strategy is None:
@@ -412,6 +463,12 @@ def _run_stage(
         # backups; only the chief writes the stage's results.
         task = strategy.cluster_resolver.task_id
         stage_dir = Path(workdir) / f"worker-{task}" / name
+    stage = {
+        k: v
+        for k, v in config_record(config).items()
+        if k not in {*_STAGE_BUDGETS, *ignore}
+    }
+    _check_stage(stage_dir, {**stage, "epochs": epochs})
     model_path = stage_dir / "model.keras"
     results_path = stage_dir / "results.json"
     with strategy.scope():
@@ -436,6 +493,33 @@ def _run_stage(
     model.save(model_path)
     _write_json(results_path, results)
     return model, results
+
+
+def _check_stage(stage_dir: Path, stage: dict) -> None:
+    """Refuses to resume or reload a stage made with another configuration.
+
+    Finished stage folders written before `stage.json` existed have none and
+    pass.
+    """
+    path = stage_dir / "stage.json"
+    if path.exists() or not (stage_dir / "results.json").exists():
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        _claim(path, stage, stage_dir)
+
+
+def _claim(path: Path, record: dict, folder: Path) -> None:
+    """Writes `record` to `path`, refusing if `path` holds another one."""
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != record:
+            changed = sorted(
+                k for k in {**previous, **record} if previous.get(k) != record.get(k)
+            )
+            raise ValueError(
+                f"{path} holds another configuration (differs in {changed}); "
+                f"use a new workdir, or delete {folder} to start over."
+            )
+    _write_json(path, record)
 
 
 def two_stage(
@@ -465,19 +549,7 @@ def two_stage(
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    config_path = workdir / "config.json"
-    current = config_record(config)
-    if config_path.exists():
-        previous = json.loads(config_path.read_text())
-        if previous != current:
-            changed = sorted(
-                k for k in {**previous, **current} if previous.get(k) != current.get(k)
-            )
-            raise ValueError(
-                f"{config_path} holds another configuration (differs in {changed}); "
-                "use a new workdir, or delete it to start over."
-            )
-    _write_json(config_path, current)
+    _claim(workdir / "config.json", config_record(config), workdir)
     from keras_fame.distribute import make_strategy
 
     if strategy is None:

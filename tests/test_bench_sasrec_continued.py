@@ -71,11 +71,18 @@ def test_continues_from_the_pretrained_sasrec(bench, workdir, tmp_path):
         ["--dataset", "synthetic", "--workdir", str(folder), "--out", str(out),
          "--learning-rate", "1e-12", "--epochs", "1"]
     )["test"] == record["test"]  # fmt: skip
-    with pytest.raises(SystemExit, match="learning_rate=1e-12"):
-        bench.main(
-            ["--dataset", "synthetic", "--workdir", str(folder), "--out", str(out),
-             "--epochs", "1"]
-        )  # fmt: skip
+    other_rate = ["--dataset", "synthetic", "--workdir", str(folder), "--out",
+                  str(out), "--epochs", "1"]  # fmt: skip
+    with pytest.raises(SystemExit, match=r"differs in \['learning_rate'\]"):
+        bench.main(other_rate)
+    # An interrupted stage (no model or results yet) is refused alike.
+    stage = folder / "sasrec-continued"
+    (stage / "model.keras").unlink()
+    (stage / "results.json").unlink()
+    with pytest.raises(SystemExit, match=r"differs in \['learning_rate'\]"):
+        bench.main(other_rate)
+    with pytest.raises(SystemExit, match=r"differs in \['epochs'\]"):
+        bench.main(other_rate[:-1] + ["2", "--learning-rate", "1e-12"])
 
 
 def test_default_rate_is_the_recipes_finetuning_rate(bench, workdir, tmp_path):

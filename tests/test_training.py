@@ -199,3 +199,22 @@ def test_interrupted_training_resumes(data, tmp_path):
     best = max(history, key=lambda h: h["NDCG@20"])
     assert results["best_epoch"] == best["epoch"] + 1
     assert results["valid"]["NDCG@20"] == pytest.approx(best["NDCG@20"], abs=1e-6)
+
+
+def test_a_stage_refuses_another_configuration(data, tmp_path):
+    config = _config(pretrain_epochs=1)
+    train_sasrec(data, config, tmp_path, verbose=0)
+    path = tmp_path / "sasrec" / "stage.json"
+    assert json.loads(path.read_text())["epochs"] == 1
+    other = dataclasses.replace(config, learning_rate=5e-4)
+    with pytest.raises(ValueError, match=r"differs in \['learning_rate'\]"):
+        train_sasrec(data, other, tmp_path, verbose=0)
+    with pytest.raises(ValueError, match=r"differs in \['epochs'\]"):
+        train_sasrec(data, dataclasses.replace(config, pretrain_epochs=2), tmp_path)
+    # Fields only FAME's stage reads do not bind the SASRec stage.
+    fame_only = dataclasses.replace(config, num_experts=7, finetune_learning_rate=None)
+    assert train_sasrec(data, fame_only, tmp_path, verbose=0)[1]["epochs_run"] == 1
+    # A finished stage written before stage.json existed is loaded as it is.
+    path.unlink()
+    _, results = train_sasrec(data, other, tmp_path, verbose=0)
+    assert results["epochs_run"] == 1 and not path.exists()
