@@ -2,6 +2,10 @@
 
 python benchmarks/summarize.py            # all results under benchmarks/results
 python benchmarks/summarize.py DIR        # Table 2 of DIR (e.g. benchmarks/results/paper-recipe)
+
+Runs of the package recipe with other seeds live in `results/seeds/seed<N>/`
+(the same command with `--seed N --results-dir benchmarks/results/seeds/seed<N>`);
+the seed table puts them next to the canonical seed-0 records.
 """
 
 import json
@@ -33,6 +37,42 @@ def table2(results_dir: Path = RESULTS) -> str:
                 f"{record['epoch_seconds']:.0f} | {to_best:.0f} |"
             )
             rows.append(f"| {dataset} | {model} (paper) | {paper} | | | |")
+    return "\n".join(rows)
+
+
+def seed_records(results_dir: Path = RESULTS) -> dict:
+    """`{(dataset, model): [record, ...]}`: the canonical record and the same
+    recipe run with other seeds (`results_dir/seeds/seed<N>/`), by seed."""
+    found = {}
+    paths = [results_dir, *sorted((results_dir / "seeds").glob("seed*"))]
+    for folder in paths:
+        for dataset in ("beauty", "sports", "toys"):
+            for model in ("sasrec", "fame"):
+                path = folder / f"{dataset}-{model}.json"
+                if path.exists():
+                    record = json.loads(path.read_text())
+                    found.setdefault((dataset, model), []).append(record)
+    for records in found.values():
+        records.sort(key=lambda r: r["seed"])
+    return found
+
+
+def seed_table(results_dir: Path = RESULTS) -> str:
+    """Test metrics over seeds: mean, and min-max, where more than one seed ran."""
+    rows = [
+        "| dataset | model | seeds | " + " | ".join(METRICS) + " | val NDCG@20 |",
+        "|---|---|---|" + "---|" * (len(METRICS) + 1),
+    ]
+    for (dataset, model), records in sorted(seed_records(results_dir).items()):
+        if len(records) < 2:
+            continue
+        cells = []
+        for split, metric in [*(("test", m) for m in METRICS), ("valid", "NDCG@20")]:
+            values = [r[split][metric] for r in records]
+            mean = sum(values) / len(values)
+            cells.append(f"{mean:.4f} ({min(values):.4f}-{max(values):.4f})")
+        seeds = ",".join(str(r["seed"]) for r in records)
+        rows.append(f"| {dataset} | {model} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -68,6 +108,8 @@ def main() -> None:
     print(table2(RESULTS))
     print("\nPaper recipe (benchmarks/results/paper-recipe):\n")
     print(table2(RESULTS / "paper-recipe"))
+    print("\nSeeds (mean, min-max; benchmarks/results and results/seeds/):\n")
+    print(seed_table(RESULTS))
     print()
     print(epoch_time(RESULTS))
 
