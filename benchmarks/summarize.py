@@ -16,6 +16,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
 
 
+def recipe_records(folder: Path):
+    """`(dataset, model, record)` of each `<dataset>-<model>.json` in `folder`,
+    in Table 2's order."""
+    for dataset in ("beauty", "sports", "toys"):
+        for model in ("sasrec", "fame"):
+            path = folder / f"{dataset}-{model}.json"
+            if path.exists():
+                yield dataset, model, json.loads(path.read_text())
+
+
 def table2(results_dir: Path = RESULTS) -> str:
     rows = [
         "| dataset | model | "
@@ -23,20 +33,15 @@ def table2(results_dir: Path = RESULTS) -> str:
         + " | best epoch | s/epoch | min to best |",
         "|---|---|" + "---|" * len(METRICS) + "---|---|---|",
     ]
-    for dataset in ("beauty", "sports", "toys"):
-        for model in ("sasrec", "fame"):
-            path = results_dir / f"{dataset}-{model}.json"
-            if not path.exists():
-                continue
-            record = json.loads(path.read_text())
-            ours = " | ".join(f"{record['test'][m]:.4f}" for m in METRICS)
-            paper = " | ".join(f"{record['paper_test'][m]:.4f}" for m in METRICS)
-            to_best = record["seconds_to_best"] / 60
-            rows.append(
-                f"| {dataset} | {model} (ours) | {ours} | {record['best_epoch']} | "
-                f"{record['epoch_seconds']:.0f} | {to_best:.0f} |"
-            )
-            rows.append(f"| {dataset} | {model} (paper) | {paper} | | | |")
+    for dataset, model, record in recipe_records(results_dir):
+        ours = " | ".join(f"{record['test'][m]:.4f}" for m in METRICS)
+        paper = " | ".join(f"{record['paper_test'][m]:.4f}" for m in METRICS)
+        to_best = record["seconds_to_best"] / 60
+        rows.append(
+            f"| {dataset} | {model} (ours) | {ours} | {record['best_epoch']} | "
+            f"{record['epoch_seconds']:.0f} | {to_best:.0f} |"
+        )
+        rows.append(f"| {dataset} | {model} (paper) | {paper} | | | |")
     return "\n".join(rows)
 
 
@@ -46,12 +51,8 @@ def seed_records(results_dir: Path = RESULTS) -> dict:
     found = {}
     paths = [results_dir, *sorted((results_dir / "seeds").glob("seed*"))]
     for folder in paths:
-        for dataset in ("beauty", "sports", "toys"):
-            for model in ("sasrec", "fame"):
-                path = folder / f"{dataset}-{model}.json"
-                if path.exists():
-                    record = json.loads(path.read_text())
-                    found.setdefault((dataset, model), []).append(record)
+        for dataset, model, record in recipe_records(folder):
+            found.setdefault((dataset, model), []).append(record)
     for records in found.values():
         records.sort(key=lambda r: r["seed"])
     return found

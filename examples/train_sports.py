@@ -90,9 +90,8 @@ def main(argv=None):
     from keras_fame.provenance import machine_description, source_commit
     from keras_fame.training import METRICS, TrainConfig, two_stage
 
-    commit = source_commit(
-        ROOT
-    )  # the code this run uses (read now, not after training)
+    # The code this run uses (read now, not after training).
+    commit = source_commit(ROOT)
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})

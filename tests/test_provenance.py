@@ -60,7 +60,8 @@ def test_edited_code_marks_dirty_but_results_docs_and_new_files_do_not(checkout)
 def test_outside_a_checkout_or_without_git_is_unknown(checkout, tmp_path, monkeypatch):
     outside = tmp_path / "not-a-repo"
     outside.mkdir()
-    # Keep git from finding a checkout above tmp_path.
+    # `outside` lies inside the checkout (tmp_path): the ceiling keeps git from
+    # looking up into it, or into any checkout above.
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
     assert source_commit(outside) == "unknown"
     monkeypatch.setenv("PATH", str(outside))  # no git executable

@@ -4,8 +4,9 @@ import importlib.util
 import json
 from pathlib import Path
 
+from keras_fame.training import METRICS
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "summarize.py"
-METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
 
 
 def _summarize():
