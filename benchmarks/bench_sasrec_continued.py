@@ -9,6 +9,12 @@ and early stopping, in `<workdir>/sasrec-continued` (resumable like the
 recipe's stages), and writes a record shaped like
 `benchmarks/results/<dataset>-<model>.json` (model `sasrec-continued`).
 
+The stage starts from SASRec's best weights with a fresh Adam, as FAME's does.
+`--carry-optimizer` instead carries on the Adam moments and step count saved
+with the SASRec (those of its last epoch; only the rate changes), in
+`<workdir>/sasrec-continued-carried`: the two tell apart what the restart with
+a fresh optimizer does from what the smaller rate does.
+
 Usage:
     python examples/train_sports.py --dataset toys --data-dir ../shared/datasets/amazon \
         --pretrain-epochs 80 --finetune-epochs 60 --patience 8
@@ -51,6 +57,12 @@ def main(argv=None):
     parser.add_argument(
         "--epochs", type=int, default=None, help="default: its finetune_epochs"
     )
+    parser.add_argument(
+        "--carry-optimizer",
+        action="store_true",
+        help="keep SASRec's saved Adam state (moments, step count) instead of a "
+        "fresh Adam",
+    )
     args = parser.parse_args(argv)
     from keras_fame.provenance import machine_description, source_commit
 
@@ -88,17 +100,27 @@ def main(argv=None):
     config = dataclasses.replace(recipe, learning_rate=rate)
     data = datasets.load(args.dataset, data_dir=args.data_dir)
 
+    saved = {}
+
+    def build():
+        model = keras.saving.load_model(sasrec_path)
+        saved["optimizer"] = model.optimizer  # fit_stage compiles a fresh Adam
+        return model
+
+    callbacks = [_carry_optimizer(saved)] if args.carry_optimizer else []
+    stage = "sasrec-continued-carried" if args.carry_optimizer else "sasrec-continued"
     # The stage's folder holds its rate and budget (stage.json): a rerun with
     # another --learning-rate or --epochs is refused, finished or not.
     try:
         _, results = run_stage(
-            "sasrec-continued",
-            lambda: keras.saving.load_model(sasrec_path),
+            stage,
+            build,
             data,
             config,
             workdir,
             epochs,
             verbose=2,
+            callbacks=callbacks,
             ignore=FAME_FIELDS,
         )
     except ValueError as error:
@@ -117,6 +139,7 @@ def main(argv=None):
         "epoch_seconds": results["epoch_seconds"],
         "seconds_to_best": results["seconds_to_best"],
         "learning_rate": rate,
+        "carry_optimizer": args.carry_optimizer,
         "config": dataclasses.asdict(recipe),
         "seed": config.seed,
         "commit": commit,
@@ -130,6 +153,36 @@ def main(argv=None):
     print(json.dumps({k: record[k] for k in ("test", "valid", "best_epoch")}, indent=2))
     print(f"saved {out}")
     return record
+
+
+def _carry_optimizer(saved):
+    """A callback copying the saved optimizer's state into the new one.
+
+    It acts at the start of a fresh stage only: a resumed stage
+    (`BackupAndRestore` runs first and restores a non-zero step count) keeps
+    its own state.
+    """
+    import keras
+
+    class CarryOptimizer(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            optimizer = self.model.optimizer
+            if int(optimizer.iterations.numpy()) > 0:
+                return
+            source = saved["optimizer"]
+            if type(source) is not type(optimizer) or len(source.variables) != len(
+                optimizer.variables
+            ):
+                raise ValueError(
+                    f"--carry-optimizer: the saved optimizer ({source!r}, "
+                    f"{len(source.variables)} variables) does not match the "
+                    f"stage's ({optimizer!r}, {len(optimizer.variables)})"
+                )
+            for new, old in zip(optimizer.variables, source.variables, strict=True):
+                if new.name != "learning_rate":  # the stage's own rate
+                    new.assign(old)
+
+    return CarryOptimizer()
 
 
 if __name__ == "__main__":

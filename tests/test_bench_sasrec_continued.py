@@ -104,3 +104,47 @@ def test_bad_arguments(bench, tmp_path):
         bench.main(
             ["--dataset", "toys", "--workdir", str(tmp_path), "--out", "x.json"]
         )  # fmt: skip
+
+
+def test_carry_optimizer_continues_the_saved_adam_state(bench, workdir, tmp_path):
+    import keras
+
+    folder, _ = workdir
+    saved = keras.saving.load_model(folder / "sasrec" / "model.keras").optimizer
+    start = int(saved.iterations.numpy())
+    assert start > 0
+    args = ["--dataset", "synthetic", "--workdir", str(folder), "--epochs", "1",
+            "--learning-rate", "1e-12"]  # fmt: skip
+    carried = bench.main(
+        [*args, "--out", str(tmp_path / "c.json"), "--carry-optimizer"]
+    )
+    fresh = bench.main([*args, "--out", str(tmp_path / "f.json")])
+    assert carried["carry_optimizer"] and not fresh["carry_optimizer"]
+
+    def state(stage):
+        return keras.saving.load_model(folder / stage / "model.keras").optimizer
+
+    carried_state, fresh_state = (
+        state("sasrec-continued-carried"),
+        state("sasrec-continued"),
+    )
+    # Both ran the same steps; only the carried one counts on from the saved
+    # step count, and its moments are the saved ones moved by those steps at a
+    # vanishing rate (the moments do not depend on the rate).
+    steps = int(fresh_state.iterations.numpy())
+    assert steps > 0
+    assert int(carried_state.iterations.numpy()) == start + steps
+    assert float(carried_state.learning_rate.numpy()) == pytest.approx(1e-12)
+    for old, new in zip(saved.variables, carried_state.variables, strict=True):
+        if "velocity" not in old.path:
+            continue
+        # The second moment decays by beta_2 per step and gains the squared
+        # gradient: it is at least beta_2**steps times the saved one, which a
+        # fresh Adam (started from zero) is not for the rows SASRec trained.
+        floor = 0.999**steps * old.numpy()
+        assert (new.numpy() >= floor * (1 - 1e-5)).all(), old.path
+    assert any(
+        (restarted.numpy() < 0.999**steps * old.numpy() * 0.5).any()
+        for old, restarted in zip(saved.variables, fresh_state.variables, strict=True)
+        if "velocity" in old.path
+    )
