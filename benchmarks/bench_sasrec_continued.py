@@ -167,7 +167,7 @@ def _carry_optimizer(saved):
     class CarryOptimizer(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
             optimizer = self.model.optimizer
-            if int(optimizer.iterations.numpy()) > 0:
+            if int(keras.ops.convert_to_numpy(optimizer.iterations)) > 0:
                 return
             source = saved["optimizer"]
             if type(source) is not type(optimizer) or len(source.variables) != len(
