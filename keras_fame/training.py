@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 import time
 from pathlib import Path
@@ -125,12 +126,10 @@ class TrainConfig:
     prefixes: bool = True
 
     def __post_init__(self):
-        for name in ("learning_rate", "finetune_learning_rate"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(
-                    f"`{name}` must be a positive number. Received: {name}={value}"
-                )
+        check_learning_rate("learning_rate", self.learning_rate)
+        check_learning_rate(
+            "finetune_learning_rate", self.finetune_learning_rate, allow_none=True
+        )
 
     def finetune_config(self) -> TrainConfig:
         """This config for FAME's fine-tuning stage: `learning_rate` is
@@ -170,6 +169,16 @@ LATER_FIELDS = {
     "prefixes": False,
     "finetune_learning_rate": None,
 }
+
+
+def check_learning_rate(name: str, value, allow_none: bool = False) -> None:
+    """Raises a `ValueError` naming `name` unless `value` is a positive number
+    (or, with `allow_none`, `None`)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        expected = "a positive number or None" if allow_none else "a positive number"
+        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
 
 
 def config_from_record(record: dict) -> TrainConfig:

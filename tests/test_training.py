@@ -174,9 +174,14 @@ def test_finetune_learning_rate_applies_to_fame_only(data, tmp_path):
     assert "finetune_learning_rate" not in config_record(single)
     assert config_from_record(config_record(single)) == single
     assert config_record(config)["finetune_learning_rate"] == 3e-4
-    for bad in (0.0, -1e-3):
-        with pytest.raises(ValueError, match="finetune_learning_rate"):
+    for bad in (0.0, -1e-3, "1e-4", True):
+        with pytest.raises(ValueError, match="`finetune_learning_rate` must be a pos"):
             _config(finetune_learning_rate=bad)
+    for bad in (None, 0, "1e-3"):
+        with pytest.raises(
+            ValueError, match=r"`learning_rate` must be a positive number\."
+        ):
+            _config(learning_rate=bad)
 
 
 def test_interrupted_training_resumes(data, tmp_path):

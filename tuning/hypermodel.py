@@ -34,7 +34,13 @@ import keras_tuner
 
 from keras_fame.evaluation import RankingEvaluation, evaluate_ranking
 from keras_fame.models import FAME, SASRec
-from keras_fame.training import TrainConfig, config_record, set_seed, train_sasrec
+from keras_fame.training import (
+    TrainConfig,
+    check_learning_rate,
+    config_record,
+    set_seed,
+    train_sasrec,
+)
 
 __all__ = [
     "MODELS",
@@ -459,11 +465,9 @@ class FAMEHyperModel(keras_tuner.HyperModel):
         self.facet_init = facet_init
         self.warm_start = bool(warm_start)
         self.prefixes = bool(prefixes)
-        if finetune_learning_rate is not None and not finetune_learning_rate > 0:
-            raise ValueError(
-                "`finetune_learning_rate` must be a positive number or None. "
-                f"Received: finetune_learning_rate={finetune_learning_rate!r}"
-            )
+        check_learning_rate(
+            "finetune_learning_rate", finetune_learning_rate, allow_none=True
+        )
         self.finetune_learning_rate = finetune_learning_rate
         self.evaluate_test = bool(evaluate_test)
         self.seed = seed
