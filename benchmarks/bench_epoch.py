@@ -15,6 +15,8 @@ Prints, and saves as JSON:
 Usage:
     python benchmarks/bench_epoch.py --data-dir ../shared/datasets/amazon
     python benchmarks/bench_epoch.py --dataset sports --bucket  # length buckets
+    python benchmarks/bench_epoch.py --bucket --prefixes \
+        --output benchmarks/results/epoch_time_prefixes.json  # the recipe's rows
 """
 
 import argparse
@@ -95,7 +97,7 @@ def epoch_flops(
 def run(args):
     keras.utils.set_random_seed(args.seed)
     data = datasets.load(args.dataset, data_dir=args.data_dir)
-    inputs, targets = data.train_arrays(max_len=args.max_len)
+    inputs, targets = data.train_arrays(max_len=args.max_len, prefixes=args.prefixes)
     kwargs = dict(
         num_items=data.num_items,
         max_len=args.max_len,
@@ -133,6 +135,7 @@ def run(args):
             max_len=args.max_len,
             seed=args.seed,
             bucket=args.bucket,
+            prefixes=args.prefixes,
         )
         model.fit(train.take(args.warmup_steps), epochs=1, verbose=0)  # trace
         times = []
@@ -210,6 +213,11 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=1, help="timed epochs per model")
     parser.add_argument("--warmup-steps", type=int, default=5)
     parser.add_argument("--bucket", action="store_true", help="length-bucketed batches")
+    parser.add_argument(
+        "--prefixes",
+        action="store_true",
+        help="one row per target, as TrainConfig's default (else one row per user)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", default="sasrec,fame")
     parser.add_argument("--softmax", default="full", choices=("full", "sampled"))

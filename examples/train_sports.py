@@ -126,8 +126,8 @@ def main(argv=None):
         f"total time: {(time.time() - start) / 60:.1f} min (resumed runs count only this call)"
     )
 
+    facets = facet_summary(runs["fame"][0], data)
     if args.smoke:
-        _print_facets(runs["fame"][0], data)
         return runs
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -150,17 +150,23 @@ def main(argv=None):
             "command": "python examples/train_sports.py " + " ".join(argv),
             "date": time.strftime("%Y-%m-%d"),
         }
+        if model == "fame" and facets is not None:
+            record["facet_alignment"] = facets
         path = results_dir / f"{args.dataset}-{model}.json"
         path.write_text(json.dumps(record, indent=2) + "\n")
         print(f"saved {path}")
-    _print_facets(runs["fame"][0], data)
     return runs
 
 
-def _print_facets(fame, data):
-    """How each head's own top-10 list shares attributes with the last item."""
+def facet_summary(fame, data, k=10, max_users=1000):
+    """Prints and returns how each head's own top-k shares attributes with the last item.
+
+    Returns None when the dataset ships no item attributes, else a JSON-ready
+    dict (stored in the FAME record as `facet_alignment`): `head_agreement`
+    and `mean_gate` per head, `final` (the gated list), `chance`, `users`, `k`.
+    """
     if not data.item_attributes:
-        return
+        return None
     from keras_fame.inspection import head_facet_alignment
 
     out = head_facet_alignment(
@@ -168,15 +174,23 @@ def _print_facets(fame, data):
         data,
         data.item_attributes,
         facet_names=["attributes"],
-        k=10,
-        max_users=1000,
+        k=k,
+        max_users=max_users,
     )
-    print("\nShare of each head's top-10 that shares an attribute with the last item")
+    print(f"\nShare of each head's top-{k} that shares an attribute with the last item")
     print(f"(chance {out['chance'][0]:.3f}; gated final list {out['final'][0]:.3f}):")
     for head, (value, gate) in enumerate(
         zip(out["agreement"][:, 0], out["mean_gate"], strict=True)
     ):
         print(f"  head {head}: {value:.3f}  (mean gate {gate:.3f})")
+    return {
+        "head_agreement": [float(v) for v in out["agreement"][:, 0]],
+        "mean_gate": [float(v) for v in out["mean_gate"]],
+        "final": float(out["final"][0]),
+        "chance": float(out["chance"][0]),
+        "users": int(out["users"]),
+        "k": k,
+    }
 
 
 if __name__ == "__main__":

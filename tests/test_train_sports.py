@@ -1,0 +1,59 @@
+"""examples/train_sports.py: the facet summary stored in the FAME record."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keras_fame.datasets import SequenceDataset
+from keras_fame.models import FAME
+
+NUM_ITEMS = 40
+GROUP = 4  # items 1-4 share attribute 0, 5-8 attribute 1, ...: 10% of the catalogue
+
+
+@pytest.fixture(scope="module")
+def train_sports():
+    path = Path(__file__).resolve().parents[1] / "examples" / "train_sports.py"
+    spec = importlib.util.spec_from_file_location("train_sports", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def setup():
+    rng = np.random.default_rng(0)
+    sequences = [rng.permutation(NUM_ITEMS)[:7] + 1 for _ in range(30)]
+    attributes = {str(item): [(item - 1) // GROUP] for item in range(1, NUM_ITEMS + 1)}
+    data = SequenceDataset(sequences, num_items=NUM_ITEMS, item_attributes=attributes)
+    model = FAME(NUM_ITEMS, num_experts=2, max_len=8, hidden_dim=8, num_heads=2)
+    return data, model
+
+
+def test_facet_summary_against_a_hand_count(train_sports, setup):
+    data, model = setup
+    summary = train_sports.facet_summary(model, data, k=5, max_users=20)
+    json.dumps(summary)  # goes into the JSON record as it is
+    features, _ = data.eval_arrays("test", max_len=8)
+    histories = features["item_ids"][:20]
+    report = model.explain(histories, k=5)
+    group = lambda ids: (np.asarray(ids) - 1) // GROUP  # noqa: E731
+    last = group(histories[:, -1])
+    expected = (group(report["head_top_ids"]) == last[:, None, None]).mean((0, 2))
+    np.testing.assert_allclose(summary["head_agreement"], expected, rtol=1e-6)
+    final = (group(report["top_ids"]) == last[:, None]).mean()
+    assert summary["final"] == pytest.approx(final)
+    # Chance: an item drawn from the whole catalogue shares the group 4 times in 40.
+    assert summary["chance"] == pytest.approx(GROUP / NUM_ITEMS)
+    assert summary["users"] == 20 and summary["k"] == 5
+    assert len(summary["mean_gate"]) == 2
+    assert sum(summary["mean_gate"]) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_facet_summary_without_attributes(train_sports, setup):
+    data, model = setup
+    bare = SequenceDataset(data.sequences, num_items=NUM_ITEMS)
+    assert train_sports.facet_summary(model, bare) is None
