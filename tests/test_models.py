@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -210,6 +212,21 @@ def test_fame_facet_weights_are_distributions():
     np.testing.assert_allclose(facets["routing"].sum(-1), 1.0, atol=1e-6)
     every = fame.facet_weights(x, all_positions=True)
     assert every["routing"].shape == (len(x), MAX_LEN, 2, 3)
+
+
+def test_fame_with_one_head_and_one_expert_has_unit_weights_and_no_warning():
+    # Softmax over a size-1 axis is exactly 1; the gate and router take that
+    # path without Keras' per-call "softmax over an axis of size 1" warning.
+    fame = FAME(NUM_ITEMS, num_experts=1, max_len=MAX_LEN, hidden_dim=8, num_heads=1)
+    x, y = _batch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        facets = fame.facet_weights(x)
+        fame.compile(optimizer=keras.optimizers.Adam(1e-3))
+        loss = fame.train_on_batch(x, y)
+    np.testing.assert_array_equal(facets["gate"], np.ones((len(x), 1)))
+    np.testing.assert_array_equal(facets["routing"], np.ones((len(x), 1, 1)))
+    assert np.isfinite(loss)
 
 
 def test_fame_explain_is_consistent_with_the_gate():

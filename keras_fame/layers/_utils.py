@@ -40,5 +40,14 @@ def check_rate(name: str, value) -> None:
 
 
 def float32_softmax(logits, axis: int = -1):
-    """Softmax computed in float32 (finite under float16/bfloat16 policies)."""
-    return ops.softmax(ops.cast(logits, "float32"), axis=axis)
+    """Softmax computed in float32 (finite under float16/bfloat16 policies).
+
+    Over an axis of static size 1 (one head's gate, one expert's router) the
+    softmax is exactly 1 with zero gradient, so that is computed directly
+    (`1 + 0 * logits`, which keeps the weights behind `logits` connected to
+    the loss), without Keras' size-1 softmax warning on every call.
+    """
+    logits = ops.cast(logits, "float32")
+    if logits.shape[axis] == 1:
+        return 1.0 + 0.0 * logits
+    return ops.softmax(logits, axis=axis)
