@@ -17,6 +17,8 @@ Usage:
     python benchmarks/bench_epoch.py --dataset sports --bucket  # length buckets
     python benchmarks/bench_epoch.py --bucket --prefixes \
         --output benchmarks/results/epoch_time_prefixes.json  # the recipe's rows
+    python benchmarks/bench_epoch.py --bucket --prefixes \
+        --models sasrec,sasrec-full,fame,fame-full  # with/without last-position-only
 """
 
 import argparse
@@ -52,10 +54,15 @@ def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
     return 2 * size**3 / best
 
 
-def epoch_shapes(train) -> list[tuple[int, int, int]]:
-    """(rows, width, real targets) of every batch of one epoch of `train`."""
+def epoch_shapes(train) -> list[tuple[int, int, int, bool]]:
+    """(rows, width, real targets, one target per row) of every batch of `train`."""
     return [
-        (int(x.shape[0]), int(x.shape[1]), int(np.count_nonzero(y.numpy())))
+        (
+            int(x.shape[0]),
+            int(x.shape[1]),
+            int(np.count_nonzero(y.numpy())),
+            len(y.shape) == 1,
+        )
         for x, y in train
     ]
 
@@ -66,32 +73,46 @@ def epoch_flops(
     """Forward+backward FLOPs (3x forward) of the matmuls of one epoch.
 
     Counts what the implementation computes: every position of every batch
-    as it is fed (padded to the batch's width) for the blocks, and the real
-    (non-padding) target positions only for the item logits (against every
-    item, or with `sampled=(uniform_draws, in_batch)` against the sampled
-    candidates). Elementwise work (softmax, LayerNorm, GELU, Adam) is left out.
+    as it is fed (padded to the batch's width) for the blocks, except that
+    with one target per row (`prefixes`) the last block computes queries,
+    attention and everything after it for the last position only (keys and
+    values still for every position); and the real (non-padding) target
+    positions only for the item logits (against every item, or with
+    `sampled=(uniform_draws, in_batch)` against the sampled candidates).
+    Elementwise work (softmax, LayerNorm, GELU, Adam) is left out.
     """
     forward = 0.0
     head_dim = d // heads
-    for rows, width, real in shapes:
+    for rows, width, real, one_per_row in shapes:
         tokens = rows * width
+        queries = rows if one_per_row else tokens
+        keys_values = 2 * 2 * d * d  # per position
         sasrec_block = 2 * (4 * d * d + 2 * d * ffn) + 2 * 2 * width * d
         forward += tokens * sasrec_block * (blocks - 1)
         if model_kind == "sasrec":
-            forward += tokens * sasrec_block
+            per_query = sasrec_block - keys_values
         else:
-            fame = 2 * (d * d * experts + 2 * d * d)  # expert queries, keys, values
-            fame += 2 * 2 * width * d * experts  # every expert attends
-            fame += 2 * heads * experts * head_dim * experts  # router
-            fame += 2 * 2 * heads * head_dim * head_dim  # FFN'
-            fame += 2 * d * heads + 2 * heads * head_dim * d  # gate + facet query
-            forward += tokens * fame
+            per_query = 2 * d * d * experts  # expert queries
+            per_query += 2 * 2 * width * d * experts  # every expert attends
+            per_query += 2 * heads * experts * head_dim * experts  # router
+            per_query += 2 * 2 * heads * head_dim * head_dim  # FFN'
+            per_query += 2 * d * heads + 2 * heads * head_dim * d  # gate, facet query
+        forward += tokens * keys_values + queries * per_query
         if sampled is None:
             forward += real * 2 * d * (num_items + 1)
         else:  # the shared candidates: uniform draws and/or the batch's targets
             uniform, in_batch = sampled
             forward += real * 2 * d * (uniform + (real if in_batch else 0) + 1)
     return 3.0 * forward
+
+
+def _in_last_column(item_ids, next_item_ids):
+    """One-target-per-row batches in the two-dimensional form: the targets in
+    the last column, zeros elsewhere. Same loss, but the models then run the
+    last block over every position (the cost before one-target rows)."""
+    width = tf.shape(item_ids)[1]
+    padding = tf.zeros([tf.shape(next_item_ids)[0], width - 1], next_item_ids.dtype)
+    return item_ids, tf.concat([padding, next_item_ids[:, None]], axis=1)
 
 
 def run(args):
@@ -120,8 +141,13 @@ def run(args):
     print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s")
     results = {}
     for kind in args.models.split(","):
+        base, _, variant = kind.partition("-")
+        if base not in ("sasrec", "fame") or variant not in ("", "full"):
+            raise ValueError(f"--models: unknown model {kind!r}")
+        if variant and not args.prefixes:
+            raise ValueError(f"--models {kind}: the -full variants need --prefixes")
         keras.utils.set_random_seed(args.seed)
-        if kind == "sasrec":
+        if base == "sasrec":
             model = SASRec(**kwargs)
         else:
             model = FAME(num_experts=args.num_experts, **kwargs)
@@ -137,6 +163,8 @@ def run(args):
             bucket=args.bucket,
             prefixes=args.prefixes,
         )
+        if variant == "full":
+            train = train.map(_in_last_column)
         model.fit(train.take(args.warmup_steps), epochs=1, verbose=0)  # trace
         times = []
         for _ in range(args.epochs):
@@ -145,7 +173,7 @@ def run(args):
             times.append(time.perf_counter() - start)
         flops = epoch_flops(
             epoch_shapes(train),
-            kind,
+            base,
             args.hidden_dim,
             args.num_blocks,
             args.num_heads,
@@ -175,6 +203,13 @@ def run(args):
     if {"fame", "sasrec"} <= results.keys():
         ratio = results["fame"]["epoch_seconds"] / results["sasrec"]["epoch_seconds"]
         print(f"FAME / SASRec epoch time: {ratio:.2f}x (goal <= 1.25x)")
+    for kind in ("sasrec", "fame"):
+        if {kind, f"{kind}-full"} <= results.keys():
+            saving = (
+                results[f"{kind}-full"]["epoch_seconds"]
+                / results[kind]["epoch_seconds"]
+            )
+            print(f"{kind}: full last block / last position only: {saving:.2f}x")
     report = {
         "benchmark": "epoch_time",
         "dataset": args.dataset,
@@ -219,7 +254,13 @@ def main(argv=None):
         help="one row per target, as TrainConfig's default (else one row per user)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--models", default="sasrec,fame")
+    parser.add_argument(
+        "--models",
+        default="sasrec,fame",
+        help="comma-separated; with --prefixes also sasrec-full and fame-full: "
+        "the same rows with the targets in the last column, so the last block "
+        "runs over every position",
+    )
     parser.add_argument("--softmax", default="full", choices=("full", "sampled"))
     parser.add_argument(
         "--negatives", default="uniform", choices=("uniform", "in_batch", "mixed")

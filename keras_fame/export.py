@@ -246,7 +246,7 @@ def _serving_module(model: SequentialRecommender, k: int):
         return history, history[:, -max_len:]
 
     def last_vectors(context):
-        return model(context, training=False)[:, -1, :]
+        return model(context, training=False, last_position_only=True)[:, -1, :]
 
     @tf.function(input_signature=_INPUT_SIGNATURE, autograph=False)
     def recommend(item_ids):
@@ -285,7 +285,7 @@ def _serving_module(model: SequentialRecommender, k: int):
         @tf.function(input_signature=_INPUT_SIGNATURE, autograph=False)
         def facets(item_ids):
             _, context = prepare(item_ids)
-            out = model.facets(context)
+            out = model.facets(context, last_position_only=True)
             return {
                 "gate": tf.cast(out["gate"][:, -1], tf.float32),
                 "routing": tf.cast(out["routing"][:, -1], tf.float32),

@@ -78,11 +78,19 @@ def test_prefix_rows_are_the_evaluation_view_of_every_target(ds):
     pipeline = ds.train_dataset(
         batch_size=64, max_len=max_len, prefixes=True, bucket=True, seed=1
     )
+
+    def real(row):
+        return tuple(int(v) for v in row if v)
+
     fed = Counter()
-    for _, y in pipeline.as_numpy_iterator():
-        fed.update(y[:, -1].tolist())
-        assert not y[:, :-1].any()
-    assert fed == Counter(expected_targets)
+    for x, y in pipeline.as_numpy_iterator():
+        # One target per row: the item after the row's last (real) position.
+        assert y.shape == (len(x),) and (x[:, -1] > 0).all()
+        fed.update((real(row), int(t)) for row, t in zip(x, y, strict=True))
+    expected = Counter(
+        (real(row), t) for row, t in zip(expected_inputs, expected_targets, strict=True)
+    )
+    assert fed == expected
 
 
 def test_split_invariants(ds):
@@ -246,6 +254,17 @@ def test_pipeline_rejects_out_of_range_ids():
         ValueError, match=r"`targets` holds item 3 at padding position \(0, 0\)"
     ):
         make_train_dataset(x, np.array([[3, 2, 3]]), num_items=5)
+    with pytest.raises(ValueError, match=r"`targets` either the same shape.*\(1, 2\)"):
+        make_train_dataset(x, np.array([[2, 3]]), num_items=5)
+    # One target per row: a real item after a row that ends in an item.
+    with pytest.raises(ValueError, match=r"row 1: .*got target 0 after inputs"):
+        make_train_dataset(np.array([[0, 1, 2], [1, 2, 3]]), np.array([3, 0]), 5)
+    with pytest.raises(
+        ValueError, match=r"row 0: .*got target 4 after inputs \[1, 2, 0\]"
+    ):
+        make_train_dataset(np.array([[1, 2, 0]]), np.array([4]), num_items=5)
+    with pytest.raises(ValueError, match=r"`targets` holds item id 6 at index \(0,\)"):
+        make_train_dataset(x, np.array([6]), num_items=5)
     with pytest.raises(ValueError, match=r"`inputs` holds item id -1"):
         make_train_dataset(np.array([[-1, 1, 2]]), y, num_items=9)
     with pytest.raises(

@@ -32,7 +32,7 @@ SCRIPT = textwrap.dedent(
     data = make_synthetic(num_users=240, num_items=100, seed=0)[0]
     out = {}
 
-    def run(strategy, cls, count_targets=True):
+    def run(strategy, cls, count_targets=True, prefixes=False, epochs=2):
         keras.utils.set_random_seed(0)
         with strategy.scope():
             kwargs = dict(max_len=20, hidden_dim=16, num_heads=2, dropout=0.0)
@@ -40,8 +40,9 @@ SCRIPT = textwrap.dedent(
                 kwargs["num_experts"] = 2
             model = cls(data.num_items, **kwargs)
             model.compile(keras.optimizers.Adam(1e-2))
-        train = data.train_dataset(40, 20, seed=0, count_targets=count_targets)
-        loss = model.fit(train, epochs=2, verbose=0).history["loss"]
+        train = data.train_dataset(
+            40, 20, seed=0, count_targets=count_targets, prefixes=prefixes)
+        loss = model.fit(train, epochs=epochs, verbose=0).history["loss"]
         metrics = evaluate_ranking(model, data.eval_dataset("valid", 64, 20))
         return loss, model.get_weights(), metrics
 
@@ -55,6 +56,16 @@ SCRIPT = textwrap.dedent(
             "weight_diff": max(float(np.abs(x - y).max()) for x, y in zip(a[1], b[1])),
             "ndcg": [a[2]["NDCG@20"], b[2]["NDCG@20"]],
         }
+    # One target per row (the last block computes the last position only);
+    # one epoch (102 steps: over 200 Adam steps at 1e-2 float rounding alone
+    # moves some weights by 3e-4, with targets of either form).
+    a = run(one, FAME, prefixes=True, epochs=1)
+    b = run(two, FAME, prefixes=True, epochs=1)
+    out["FAME_prefixes"] = {
+        "loss": [a[0], b[0]],
+        "weight_diff": max(float(np.abs(x - y).max()) for x, y in zip(a[1], b[1])),
+        "ndcg": [a[2]["NDCG@20"], b[2]["NDCG@20"]],
+    }
     # Without the global count each replica averages its own positions: the
     # run drifts away (the reason `count_targets` exists).
     c = run(two, SASRec, count_targets=False)
@@ -62,7 +73,6 @@ SCRIPT = textwrap.dedent(
     out["uncounted_weight_diff"] = max(
         float(np.abs(x - y).max()) for x, y in zip(a[1], c[1]))
 
-    # The training module: distribution="mirrored" takes both logical CPUs.
     # The training module: distribution="mirrored" takes both logical CPUs.
     results = {}
     for distribution in ("none", "mirrored"):
@@ -105,7 +115,7 @@ def _result(stdout):
 
 def test_two_replicas_match_one_device():
     out = _run(SCRIPT)
-    for name in ("SASRec", "FAME"):
+    for name in ("SASRec", "FAME", "FAME_prefixes"):
         one, two = out[name]["loss"]
         assert one == pytest.approx(two, rel=1e-5), name
         assert out[name]["weight_diff"] < 1e-4, name

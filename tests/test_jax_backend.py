@@ -49,6 +49,12 @@ SCRIPT = textwrap.dedent(
     loss = model.fit(ids, targets, epochs=2, verbose=0).history["loss"]
     assert np.isfinite(loss).all()
     assert model.recommend(ids, k=3)[0].shape == (4, 3)
+    np.testing.assert_allclose(
+        g(model(ids, last_position_only=True)), g(model(ids))[:, -1:], atol=1e-5)
+    # One target per row (prefix rows): the item after each row.
+    row_targets = rng.integers(1, 21, size=4).astype("int32")
+    loss = model.fit(ids, row_targets, epochs=1, verbose=0).history["loss"]
+    assert np.isfinite(loss).all()
     print("JAX OK")
     """
 )

@@ -117,6 +117,68 @@ def test_loss_is_cross_entropy_over_real_positions(model):
     np.testing.assert_allclose(_np(loss), np.mean(losses), rtol=1e-5)
 
 
+def test_last_position_only_is_the_last_position_of_the_full_output(model):
+    x, _ = _batch()
+    full = _np(model(x))
+    last = _np(model(x, last_position_only=True))
+    assert last.shape == (len(x), 1, model.hidden_dim)
+    np.testing.assert_allclose(last, full[:, -1:], atol=1e-5)
+
+
+def test_one_target_per_row_loss_is_the_last_columns_cross_entropy(model):
+    x, y = _batch()
+    vectors = _np(model(x))[:, -1]
+    table = _np(model.item_embedding.embeddings)[1:]
+    logits = vectors @ table.T
+    logits = logits - logits.max(axis=1, keepdims=True)
+    targets = y[:, -1]
+    expected = (
+        np.log(np.exp(logits).sum(axis=1)) - logits[np.arange(len(x)), targets - 1]
+    )
+    last_column = np.zeros_like(y)
+    last_column[:, -1] = targets
+    for labels, y_pred in (
+        (targets, model(x, last_position_only=True)),
+        (targets, model(x)),
+        (last_column, model(x)),
+    ):
+        loss = model.compute_loss(x, labels, y_pred)
+        np.testing.assert_allclose(_np(loss), expected.mean(), rtol=1e-5)
+    with pytest.raises(ValueError, match="next_item_ids.*Received shape"):
+        model.compute_loss(x, y[:, :, None], model(x))
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_fit_with_one_target_per_row_runs_the_last_position_only(index, monkeypatch):
+    # The same step as targets in the last column only, computing less: the
+    # last block is asked for the last position, and the weights after one
+    # SGD step match those of the two-dimensional form.
+    x, y = _batch()
+    last_column = np.zeros_like(y)
+    last_column[:, -1] = y[:, -1]
+    weights = []
+    for labels in (y[:, -1], last_column):
+        keras.utils.set_random_seed(0)
+        model = _models()[index]
+        last_block = model.blocks[-1] if index == 0 else model.fame_block
+        seen = []
+        original = type(last_block).call
+
+        def spy(self, *args, _original=original, _seen=seen, _last=last_block, **kw):
+            if self is _last:
+                _seen.append(kw.get("last_position_only", False))
+            return _original(self, *args, **kw)
+
+        monkeypatch.setattr(type(last_block), "call", spy)
+        model.compile(optimizer=keras.optimizers.SGD(0.5))
+        model.fit(x, labels, batch_size=len(x), epochs=1, verbose=0)
+        monkeypatch.undo()
+        assert seen and all(flag == (labels.ndim == 1) for flag in seen)
+        weights.append([_np(w) for w in model.trainable_weights])
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_score_and_recommend(model):
     x, _ = _batch()
     scores = _np(model.score(x))

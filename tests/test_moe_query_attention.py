@@ -222,3 +222,24 @@ def test_dropout_only_in_training():
         ops.convert_to_numpy(layer_drop(x, training=True)),
         ops.convert_to_numpy(layer(x)),
     )
+
+
+@pytest.mark.parametrize("num_heads,num_experts", [(2, 3), (4, 1)])
+def test_last_position_only_is_the_references_last_position(num_heads, num_experts):
+    layer = _layer_with_random_weights(num_heads, num_experts, 8, use_bias=True)
+    x = np.random.default_rng(3).normal(size=(3, 7, 8)).astype("float32")
+    padding = np.ones((3, 7), bool)
+    padding[1, :4] = False
+    padding[2, :6] = False  # one real item: it attends to itself only
+    out, routing = layer(
+        x, padding_mask=padding, return_routing=True, last_position_only=True
+    )
+    assert tuple(out.shape) == (3, 1, num_heads, 8 // num_heads)
+    assert tuple(routing.shape) == (3, 1, num_heads, num_experts)
+    ref_out, ref_routing = _numpy(layer, x, padding)
+    np.testing.assert_allclose(ops.convert_to_numpy(out), ref_out[:, -1:], atol=1e-5)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(routing), ref_routing[:, -1:], atol=1e-5
+    )
+    symbolic = layer(keras.Input((7, 8)), last_position_only=True)
+    assert symbolic.shape == (None, 1, num_heads, 8 // num_heads)

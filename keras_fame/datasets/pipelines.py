@@ -31,7 +31,10 @@ def make_train_dataset(
     Args:
         inputs: int array `(rows, max_len)` of left-padded item ids.
         targets: int array of the same shape: the next item of each input
-            position, 0 at padding.
+            position, 0 at padding; or `(rows,)`: one target per row, the
+            item after its last position (every row must then end in an
+            item). The models then compute only the last position of their
+            last block (see `SequentialRecommender`).
         num_items: the largest valid item id; ids outside `[0, num_items]`
             raise a `ValueError` here, before any training step.
         batch_size: rows per batch.
@@ -56,9 +59,10 @@ def make_train_dataset(
             `SequentialRecommender`) and N replicas train exactly like one.
 
     Returns:
-        A `tf.data.Dataset` of `(item_ids, next_item_ids)`, both int32 of
-        shape `(batch, max_len)` (with `bucket=True`: `(batch, length)`,
-        `length <= max_len` varying per batch), prefetched.
+        A `tf.data.Dataset` of `(item_ids, next_item_ids)`, int32:
+        `item_ids` `(batch, max_len)` (with `bucket=True`: `(batch, length)`,
+        `length <= max_len` varying per batch) and `next_item_ids` of the same
+        shape, or `(batch,)` for one target per row; prefetched.
 
     Example:
     >>> import numpy as np
@@ -70,10 +74,14 @@ def make_train_dataset(
     _check_batch_size(batch_size)
     inputs = np.asarray(inputs)
     targets = np.asarray(targets)
-    if inputs.ndim != 2 or inputs.shape != targets.shape:
+    one_per_row = targets.ndim == 1
+    if inputs.ndim != 2 or (
+        targets.shape != (inputs.shape if not one_per_row else inputs.shape[:1])
+    ):
         raise ValueError(
-            "`inputs` and `targets` must be 2-D arrays of the same shape; got "
-            f"{inputs.shape} and {targets.shape}"
+            "`inputs` must be a 2-D array (rows, max_len) and `targets` either "
+            "the same shape (the next item at every position) or (rows,) (the "
+            f"item after each row); got {inputs.shape} and {targets.shape}"
         )
     if len(inputs) == 0:
         raise ValueError(
@@ -82,7 +90,16 @@ def make_train_dataset(
         )
     check_id_range(inputs, num_items, "inputs")
     check_id_range(targets, num_items, "targets")
-    if ((inputs == 0) & (targets != 0)).any():
+    if one_per_row:
+        bad = np.flatnonzero((targets < 1) | (inputs[:, -1] == 0))
+        if len(bad):
+            row = int(bad[0])
+            raise ValueError(
+                f"row {row}: with one target per row every target must be an "
+                "item (>= 1) and every row must end in an item (left padding); "
+                f"got target {int(targets[row])} after inputs {inputs[row].tolist()}"
+            )
+    elif ((inputs == 0) & (targets != 0)).any():
         where = tuple(int(i) for i in np.argwhere((inputs == 0) & (targets != 0))[0])
         raise ValueError(
             f"`targets` holds item {int(targets[where])} at padding position {where}; "
@@ -118,10 +135,10 @@ def make_train_dataset(
     def gather_and_trim(index):
         width = tf.reduce_max(tf.gather(lengths, index))
         width = tf.cast(tf.maximum(width, 1), tf.int32)
-        return (
-            tf.gather(x, index)[:, max_len - width :],
-            tf.gather(y, index)[:, max_len - width :],
-        )
+        batch_y = tf.gather(y, index)
+        if not one_per_row:
+            batch_y = batch_y[:, max_len - width :]
+        return tf.gather(x, index)[:, max_len - width :], batch_y
 
     rows = rows.batch(batch_size * bucket_window).map(sort_window, deterministic=True)
     rows = rows.unbatch().batch(batch_size, drop_remainder=drop_remainder)

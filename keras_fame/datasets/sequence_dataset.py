@@ -387,8 +387,12 @@ class SequenceDataset:
                 `pipelines.make_train_dataset`).
 
         Returns:
-            A `tf.data.Dataset` of int32 `(batch, max_len)` pairs, left-padded
-            with 0; `next_item_ids[b, t]` is the item after `item_ids[b, t]`.
+            A `tf.data.Dataset` of int32 `(item_ids, next_item_ids)` pairs,
+            left-padded with 0: `item_ids` `(batch, max_len)` and
+            `next_item_ids[b, t]` the item after `item_ids[b, t]`. With
+            `prefixes=True` every row has one target, the item after its last
+            position, and `next_item_ids` is `(batch,)`; the models then run
+            the last position only through their last block.
 
         Example:
         >>> ds = keras_fame.datasets.load("synthetic")  # doctest: +SKIP
@@ -397,6 +401,8 @@ class SequenceDataset:
         from keras_fame.datasets.pipelines import make_train_dataset
 
         inputs, targets = self.train_arrays(max_len, windows, stride, prefixes)
+        if prefixes:
+            targets = targets[:, -1]
         return make_train_dataset(
             inputs,
             targets,

@@ -42,10 +42,13 @@ class FAMEBlock(AttentionBlockBase):
         padding_mask: Boolean `(batch, length)`, True for real items.
         training: Whether dropout is active.
         return_routing: Also return the expert routing weights.
+        last_position_only: Compute the last position only (equal to the
+            last position of the full output, at a fraction of the cost).
 
     Returns:
         Head states `(batch, length, num_heads, head_dim)`, and with
-        `return_routing=True` also `(batch, length, num_heads, num_experts)`.
+        `return_routing=True` also `(batch, length, num_heads, num_experts)`;
+        with `last_position_only=True` the length axis has size 1.
     """
 
     def __init__(
@@ -83,10 +86,23 @@ class FAMEBlock(AttentionBlockBase):
         self.ffn_norm = self._norm(head_shape, "ffn_norm")
         self.built = True
 
-    def call(self, x, padding_mask=None, training=None, return_routing=False):
+    def call(
+        self,
+        x,
+        padding_mask=None,
+        training=None,
+        return_routing=False,
+        last_position_only=False,
+    ):
         heads, routing = self.attention(
-            x, padding_mask=padding_mask, training=training, return_routing=True
+            x,
+            padding_mask=padding_mask,
+            training=training,
+            return_routing=True,
+            last_position_only=last_position_only,
         )
+        if last_position_only:
+            x = x[:, -1:]
         residual = ops.reshape(x, (*ops.shape(x)[:-1], self.num_heads, self.head_dim))
         heads = self.attention_dropout_layer(heads, training=training)
         z = self.attention_norm(residual + heads)
@@ -96,8 +112,14 @@ class FAMEBlock(AttentionBlockBase):
             return states, routing
         return states
 
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.num_heads, input_shape[-1] // self.num_heads)
+    def compute_output_shape(self, input_shape, last_position_only=False):
+        length = 1 if last_position_only else input_shape[1]
+        return (
+            input_shape[0],
+            length,
+            self.num_heads,
+            input_shape[-1] // self.num_heads,
+        )
 
     def get_config(self):
         config = super().get_config()

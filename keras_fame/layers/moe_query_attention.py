@@ -65,12 +65,18 @@ class MoEQueryAttention(keras.layers.Layer):
         use_causal_mask: Whether position `i` may only attend to `j <= i`.
         training: Whether dropout is active.
         return_routing: Also return the router weights.
+        last_position_only: Compute the output of the last position only
+            (its queries attend to every position's keys and values as
+            usual). The result equals the last position of the full output,
+            at a fraction of the cost: what next-item scoring and one-target
+            training rows need.
 
     Returns:
         Head outputs `(batch, length, num_heads, head_dim)`, and with
         `return_routing=True` also the router weights
         `(batch, length, num_heads, num_experts)` (a distribution over experts
-        at every position).
+        at every position). With `last_position_only=True` the length axis
+        of both has size 1.
 
     Example:
     >>> layer = keras_fame.layers.MoEQueryAttention(num_heads=2, num_experts=4)
@@ -157,12 +163,13 @@ class MoEQueryAttention(keras.layers.Layer):
             self.router_kernel = kernel("router_kernel", (h, n * k, n))
         self.built = True
 
-    def _attention_bias(self, x, padding_mask, use_causal_mask):
+    def _attention_bias(self, x, padding_mask, use_causal_mask, last_position_only):
         """Additive float32 bias `(batch or 1, 1, 1, query, key)`: 0 or -1e9."""
         allowed = None
         if padding_mask is not None:
             allowed = ops.cast(padding_mask, "bool")[:, None, None, None, :]
-        if use_causal_mask:
+        # The last position may see every position: no causal mask needed.
+        if use_causal_mask and not last_position_only:
             positions = ops.arange(ops.shape(x)[1])
             causal = ops.greater_equal(positions[:, None], positions[None, :])
             causal = causal[None, None, None, :, :]
@@ -179,14 +186,21 @@ class MoEQueryAttention(keras.layers.Layer):
         training=None,
         return_routing=False,
         mask=None,
+        last_position_only=False,
     ):
         if padding_mask is None:
             padding_mask = mask
         h, n, k = self.num_heads, self.num_experts, self.head_dim
         length = ops.shape(x)[1]
+        query_input = x[:, -1:] if last_position_only else x
+        if last_position_only and padding_mask is not None:
+            query_mask = padding_mask[:, -1:]
+        else:
+            query_mask = padding_mask
+        queries_length = ops.shape(query_input)[1]
         # Layouts are chosen so that both attention products are plain batched
         # matmuls over (batch, head), the experts' queries stacked along rows.
-        queries = ops.einsum("bld,dhnk->bhnlk", x, self.query_kernel)
+        queries = ops.einsum("bld,dhnk->bhnlk", query_input, self.query_kernel)
         keys = ops.einsum("bld,dhk->bhlk", x, self.key_kernel)
         values = ops.einsum("bld,dhk->bhlk", x, self.value_kernel)
         if self.use_bias:
@@ -194,19 +208,23 @@ class MoEQueryAttention(keras.layers.Layer):
             keys = keys + self.key_bias[None, :, None, :]
             values = values + self.value_bias[None, :, None, :]
         queries = queries * ops.cast(1.0 / math.sqrt(k), queries.dtype)
-        queries = ops.reshape(queries, (-1, h, n * length, k))
+        queries = ops.reshape(queries, (-1, h, n * queries_length, k))
 
         logits = ops.matmul(queries, ops.swapaxes(keys, -1, -2))
-        logits = ops.reshape(logits, (-1, h, n, length, length))
+        logits = ops.reshape(logits, (-1, h, n, queries_length, length))
         logits = ops.cast(logits, "float32")
-        bias = self._attention_bias(x, padding_mask, use_causal_mask)
+        bias = self._attention_bias(
+            x, padding_mask, use_causal_mask, last_position_only
+        )
         if bias is not None:
             logits = logits + bias
         probs = ops.cast(float32_softmax(logits, axis=-1), self.compute_dtype)
         probs = self._dropout_layer(probs, training=training)
-        probs = ops.reshape(probs, (-1, h, n * length, length))
-        # (batch, heads, experts, length, head_dim)
-        expert_outputs = ops.reshape(ops.matmul(probs, values), (-1, h, n, length, k))
+        probs = ops.reshape(probs, (-1, h, n * queries_length, length))
+        # (batch, heads, experts, query length, head_dim)
+        expert_outputs = ops.reshape(
+            ops.matmul(probs, values), (-1, h, n, queries_length, k)
+        )
 
         if n == 1:
             outputs = ops.transpose(expert_outputs[:, :, 0], (0, 2, 1, 3))
@@ -220,9 +238,9 @@ class MoEQueryAttention(keras.layers.Layer):
                 float32_softmax(router_logits, axis=-1), self.compute_dtype
             )
             outputs = ops.einsum("blhn,bhnlk->blhk", routing, expert_outputs)
-        if padding_mask is not None:
+        if query_mask is not None:
             # Padding positions attend to nothing: their output is zero.
-            is_real = ops.cast(padding_mask, outputs.dtype)[:, :, None, None]
+            is_real = ops.cast(query_mask, outputs.dtype)[:, :, None, None]
             outputs = outputs * is_real
         if return_routing:
             return outputs, routing
@@ -232,12 +250,16 @@ class MoEQueryAttention(keras.layers.Layer):
         head_dim = input_shape[-1] // self.num_heads
         return (*input_shape[:-1], self.num_heads, head_dim)
 
-    def compute_output_spec(self, x, return_routing=False, **kwargs):
+    def compute_output_spec(
+        self, x, return_routing=False, last_position_only=False, **kwargs
+    ):
         shape = self.compute_output_shape(x.shape)
+        if last_position_only:
+            shape = (shape[0], 1, *shape[2:])
         out = keras.KerasTensor(shape, dtype=self.compute_dtype)
         if return_routing:
             routing = keras.KerasTensor(
-                (*x.shape[:-1], self.num_heads, self.num_experts),
+                (*shape[:2], self.num_heads, self.num_experts),
                 dtype=self.compute_dtype,
             )
             return out, routing

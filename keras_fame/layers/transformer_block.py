@@ -32,9 +32,13 @@ class TransformerBlock(AttentionBlockBase):
         x: `(batch, length, hidden_dim)`.
         padding_mask: Boolean `(batch, length)`, True for real items.
         training: Whether dropout is active.
+        last_position_only: Compute the last position's output only (equal
+            to the last position of the full output, at a fraction of the
+            cost).
 
     Returns:
-        `(batch, length, hidden_dim)`.
+        `(batch, length, hidden_dim)`; `(batch, 1, hidden_dim)` with
+        `last_position_only=True`.
     """
 
     def __init__(
@@ -89,10 +93,19 @@ class TransformerBlock(AttentionBlockBase):
         self.ffn_norm = self._norm(input_shape, "ffn_norm")
         self.built = True
 
-    def call(self, x, padding_mask=None, training=None, mask=None):
+    def call(
+        self, x, padding_mask=None, training=None, mask=None, last_position_only=False
+    ):
         if padding_mask is None:
             padding_mask = mask
-        heads = self.attention(x, padding_mask=padding_mask, training=training)
+        heads = self.attention(
+            x,
+            padding_mask=padding_mask,
+            training=training,
+            last_position_only=last_position_only,
+        )
+        if last_position_only:
+            x = x[:, -1:]
         attended = ops.einsum("blhk,hkd->bld", heads, self.output_kernel)
         attended = attended + self.output_bias
         attended = self.attention_dropout_layer(attended, training=training)
@@ -101,7 +114,9 @@ class TransformerBlock(AttentionBlockBase):
         ffn = self.ffn_dropout(ffn, training=training)
         return self.ffn_norm(x + ffn)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape, last_position_only=False):
+        if last_position_only:
+            return (input_shape[0], 1, *input_shape[2:])
         return input_shape
 
     def compute_mask(self, x, mask=None, **kwargs):

@@ -1,5 +1,7 @@
 """Shared machinery of the sequential recommenders (keras.ops only)."""
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -105,6 +107,14 @@ class PositionEmbedding(keras.layers.Layer):
         return config
 
 
+def _static_rank(tensor):
+    """The rank of `tensor` if it is known while tracing, else None."""
+    try:
+        return len(tensor.shape)
+    except (TypeError, ValueError):
+        return None
+
+
 def _multi_worker(model) -> bool:
     """Whether `model` lives in a (multi-worker) collective tf.distribute strategy."""
     strategy = getattr(model, "_distribute_strategy", None)
@@ -145,16 +155,26 @@ def top_k_items(scores, histories, k: int, exclude_seen: bool = True):
 class SequentialRecommender(keras.Model):
     """Base class of `SASRec` and `FAME`: embeddings, scoring, loss, serving.
 
-    Subclasses implement `_encode(item_ids, padding_mask, training, details)`,
-    which maps embedded sequences to the scoring vectors `(batch, length,
-    hidden_dim)`; an item's score at a position is the inner product of that
-    vector with the item's embedding.
+    Subclasses implement `_encode(x, padding_mask, training, details,
+    last_position_only)`, which maps embedded sequences to the scoring
+    vectors `(batch, length, hidden_dim)` (or `(batch, 1, hidden_dim)`, the
+    last position's, with `last_position_only=True`); an item's score at a
+    position is the inner product of that vector with the item's embedding.
 
-    `model(item_ids)` returns those vectors. `fit` takes `(item_ids,
-    next_item_ids)` batches, both `(batch, length)` int32 and left-padded with
-    0, and minimises the cross-entropy of the next item at every position
-    whose target is not padding, averaged over those positions (logits are
-    computed for them only).
+    `model(item_ids)` returns those vectors (`model(item_ids,
+    last_position_only=True)` the last one only, at a fraction of the cost of
+    the last block). `fit` takes `(item_ids, next_item_ids)` batches in one of
+    two forms, int32 and left-padded with 0:
+
+    - `next_item_ids` `(batch, length)`: the next item at every position, 0
+      where there is none. The loss is the cross-entropy of the next item at
+      every position whose target is not padding, averaged over those
+      positions (logits are computed for them only).
+    - `next_item_ids` `(batch,)`: one target per row, the item after the
+      row's last position (`train_dataset(prefixes=True)`). The loss is the
+      mean cross-entropy of those targets, and the last block computes the
+      last position only: the same loss as the first form with targets at
+      the last column only, for less work.
 
     The softmax runs over all items (`softmax="full"`, the paper's loss) or,
     for large catalogues, over the target and a sample of negatives
@@ -357,11 +377,17 @@ class SequentialRecommender(keras.Model):
         x = self.embedding_dropout(self.embedding_norm(x), training=training)
         return x, padding_mask
 
-    def call(self, item_ids, training=None):
+    def call(self, item_ids, training=None, last_position_only=None):
         if isinstance(item_ids, dict):
             item_ids = item_ids["item_ids"]
+        if last_position_only is None:
+            # Set by train_step/test_step while tracing a batch with one
+            # target per row.
+            last_position_only = getattr(self, "_one_target_per_row", False)
         x, padding_mask = self._embed(item_ids, training=training)
-        return self._encode(x, padding_mask, training=training)
+        return self._encode(
+            x, padding_mask, training=training, last_position_only=last_position_only
+        )
 
     def item_table(self):
         """The item embedding table `(num_items + 1, hidden_dim)` (row 0: padding)."""
@@ -386,7 +412,17 @@ class SequentialRecommender(keras.Model):
                 "SASRec/FAME train on (item_ids, next_item_ids) pairs; `y` "
                 "(the next item ids, 0 where there is no target) is missing."
             )
-        targets = ops.reshape(ops.cast(y, "int32"), (-1,))
+        if _static_rank(y) not in (1, 2, None):
+            raise ValueError(
+                "`next_item_ids` must be (batch, length) (the next item at every "
+                "position) or (batch,) (the item after each row). Received "
+                f"shape {tuple(y.shape)}."
+            )
+        # (batch,) targets are the last column's: (batch, 1). The rank may be
+        # unknown in a step traced for both forms; this handles either.
+        y = ops.reshape(ops.cast(y, "int32"), (ops.shape(y_pred)[0], -1))
+        y_pred = y_pred[:, ops.shape(y_pred)[1] - ops.shape(y)[1] :]
+        targets = ops.reshape(y, (-1,))
         vectors = ops.reshape(y_pred, (-1, self.hidden_dim))
         is_real = ops.greater(targets, 0)
         if keras.backend.backend() == "tensorflow":
@@ -543,7 +579,7 @@ class SequentialRecommender(keras.Model):
         """
         if isinstance(item_ids, (np.ndarray, list, tuple)):
             item_ids = self._context(self._check_item_ids(item_ids))
-        return self(item_ids, training=False)[:, -1, :]
+        return self(item_ids, training=False, last_position_only=True)[:, -1, :]
 
     def recommend(
         self, item_ids, k: int = 10, exclude_seen: bool = True, batch_size: int = 1024
@@ -601,8 +637,26 @@ class SequentialRecommender(keras.Model):
             return
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
+    @contextlib.contextmanager
+    def _one_target_per_row_scope(self, data):
+        """While a step is traced, makes `call` compute the last position only
+        if the batch's targets are `(batch,)`, one per row."""
+        _, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        previous = getattr(self, "_one_target_per_row", False)
+        self._one_target_per_row = y is not None and _static_rank(y) == 1
+        try:
+            yield
+        finally:
+            self._one_target_per_row = previous
+
+    def test_step(self, *args, **kwargs):
+        # args[-1] is the batch on every backend (JAX passes the state first).
+        with self._one_target_per_row_scope(args[-1]):
+            return super().test_step(*args, **kwargs)
+
     def train_step(self, *args, **kwargs):
-        logs = super().train_step(*args, **kwargs)
+        with self._one_target_per_row_scope(args[-1]):
+            logs = super().train_step(*args, **kwargs)
         if _multi_worker(self):
             # Keras's TensorFlow trainer averages each replica's logs with
             # `strategy.reduce("MEAN", value, axis=0)` under
@@ -615,7 +669,10 @@ class SequentialRecommender(keras.Model):
         if isinstance(x, np.ndarray):
             self._check_item_ids(x, "x")
         if isinstance(y, np.ndarray):
-            self._check_item_ids(y, "y")
+            if y.ndim == 1:
+                self._check_item_ids(y[:, None], "y")
+            else:
+                self._check_item_ids(y, "y")
         return super().fit(x, y, *args, **kwargs)
 
     def get_config(self):

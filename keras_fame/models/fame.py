@@ -107,11 +107,17 @@ class FAME(SequentialRecommender):
             (self.num_items + 1, self.hidden_dim),
         )
 
-    def _encode(self, x, padding_mask, training=None, details=False):
+    def _encode(
+        self, x, padding_mask, training=None, details=False, last_position_only=False
+    ):
         for block in self.blocks:
             x = block(x, padding_mask=padding_mask, training=training)
         states, routing = self.fame_block(
-            x, padding_mask=padding_mask, training=training, return_routing=True
+            x,
+            padding_mask=padding_mask,
+            training=training,
+            return_routing=True,
+            last_position_only=last_position_only,
         )
         vectors, gate = self.scorer.query(states, return_gate=True)
         if details:
@@ -125,20 +131,27 @@ class FAME(SequentialRecommender):
 
     # ------------------------------------------------------------ inspection
 
-    def facets(self, item_ids):
+    def facets(self, item_ids, last_position_only: bool = False):
         """Traceable head gate and expert routing at every position.
 
         Args:
             item_ids: int tensor `(batch, length)`, left-padded with 0, at most
                 `max_len` long (used as is; no validation, so it can run inside
                 a `tf.function` or a serving signature).
+            last_position_only: Compute the last position only (length 1).
 
         Returns:
             A dict of tensors: `gate` `(batch, length, num_heads)` and
             `routing` `(batch, length, num_heads, num_experts)`.
         """
         x, padding_mask = self._embed(item_ids, training=False)
-        out = self._encode(x, padding_mask, training=False, details=True)
+        out = self._encode(
+            x,
+            padding_mask,
+            training=False,
+            details=True,
+            last_position_only=last_position_only,
+        )
         return {"gate": out["gate"], "routing": out["routing"]}
 
     def facet_weights(self, item_ids, all_positions: bool = False):
@@ -157,7 +170,7 @@ class FAME(SequentialRecommender):
             meaningless).
         """
         item_ids = self._context(self._check_item_ids(item_ids))
-        out = self.facets(item_ids)
+        out = self.facets(item_ids, last_position_only=not all_positions)
         result = {
             "gate": ops.convert_to_numpy(ops.cast(out["gate"], "float32")),
             "routing": ops.convert_to_numpy(ops.cast(out["routing"], "float32")),
@@ -184,7 +197,9 @@ class FAME(SequentialRecommender):
         item_ids = self._check_item_ids(item_ids)
         context = self._context(item_ids)
         x, padding_mask = self._embed(context, training=False)
-        out = self._encode(x, padding_mask, training=False, details=True)
+        out = self._encode(
+            x, padding_mask, training=False, details=True, last_position_only=True
+        )
         head_scores = self.scorer.head_scores(out["states"][:, -1], self.item_table())
         head_ids, head_top_scores = top_k_items(
             ops.convert_to_numpy(ops.cast(head_scores, "float32")),

@@ -46,7 +46,14 @@ class SASRec(SequentialRecommender):
     def _build_encoder(self, shape):
         self.blocks = self._transformer_blocks(self.num_blocks, shape)
 
-    def _encode(self, x, padding_mask, training=None, details=False):
-        for block in self.blocks:
+    def _encode(
+        self, x, padding_mask, training=None, details=False, last_position_only=False
+    ):
+        for block in self.blocks[:-1]:
             x = block(x, padding_mask=padding_mask, training=training)
-        return x
+        return self.blocks[-1](
+            x,
+            padding_mask=padding_mask,
+            training=training,
+            last_position_only=last_position_only,
+        )
