@@ -77,8 +77,8 @@ def seed_table(results_dir: Path = RESULTS) -> str:
     return "\n".join(rows)
 
 
-def epoch_time(results_dir: Path = RESULTS) -> str:
-    path = results_dir / "epoch_time.json"
+def epoch_time(results_dir: Path = RESULTS, name: str = "epoch_time.json") -> str:
+    path = results_dir / name
     if not path.exists():
         return ""
     record = json.loads(path.read_text())
@@ -94,6 +94,7 @@ def epoch_time(results_dir: Path = RESULTS) -> str:
         )
     rows.append("")
     rows.append(
+        f"{record['rows']} rows; "
         f"FAME / SASRec epoch time: {record['fame_over_sasrec']:.2f}x; matmul peak "
         f"{record['matmul_peak_gflops']:.0f} GFLOP/s; `{record['command']}` at "
         f"{record['commit'][:12]} on {record['machine']}."
@@ -111,8 +112,13 @@ def main() -> None:
     print(table2(RESULTS / "paper-recipe"))
     print("\nSeeds (mean, min-max; benchmarks/results and results/seeds/):\n")
     print(seed_table(RESULTS))
-    print()
+    print("\nEpoch time, one row per user (benchmarks/results/epoch_time.json):\n")
     print(epoch_time(RESULTS))
+    print(
+        "\nEpoch time, one row per target "
+        "(benchmarks/results/epoch_time_prefixes.json):\n"
+    )
+    print(epoch_time(RESULTS, "epoch_time_prefixes.json"))
 
 
 if __name__ == "__main__":
