@@ -49,23 +49,22 @@ SCRIPT = textwrap.dedent(
     one = tf.distribute.get_strategy()  # no strategy at all
     two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert two.num_replicas_in_sync == 2
-    for cls in (SASRec, FAME):
-        a, b = run(one, cls), run(two, cls)
-        out[cls.__name__] = {
+    def compare(a, b):
+        return {
             "loss": [a[0], b[0]],
             "weight_diff": max(float(np.abs(x - y).max()) for x, y in zip(a[1], b[1])),
             "ndcg": [a[2]["NDCG@20"], b[2]["NDCG@20"]],
         }
+
+    for cls in (SASRec, FAME):
+        out[cls.__name__] = compare(run(one, cls), run(two, cls))
     # One target per row (the last block computes the last position only);
     # one epoch (102 steps: over 200 Adam steps at 1e-2 float rounding alone
     # moves some weights by 3e-4, with targets of either form).
-    a = run(one, FAME, prefixes=True, epochs=1)
-    b = run(two, FAME, prefixes=True, epochs=1)
-    out["FAME_prefixes"] = {
-        "loss": [a[0], b[0]],
-        "weight_diff": max(float(np.abs(x - y).max()) for x, y in zip(a[1], b[1])),
-        "ndcg": [a[2]["NDCG@20"], b[2]["NDCG@20"]],
-    }
+    out["FAME_prefixes"] = compare(
+        run(one, FAME, prefixes=True, epochs=1),
+        run(two, FAME, prefixes=True, epochs=1),
+    )
     # Without the global count each replica averages its own positions: the
     # run drifts away (the reason `count_targets` exists).
     c = run(two, SASRec, count_targets=False)
