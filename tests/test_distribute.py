@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent(
     """
-    import json, sys, tempfile
+    import json
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
@@ -27,7 +27,6 @@ SCRIPT = textwrap.dedent(
     from keras_fame.distribute import make_strategy
     from keras_fame.evaluation import evaluate_ranking
     from keras_fame.models import FAME, SASRec
-    from keras_fame.training import TrainConfig, two_stage
 
     data = make_synthetic(num_users=240, num_items=100, seed=0)[0]
     out = {}
@@ -71,17 +70,6 @@ SCRIPT = textwrap.dedent(
     a = run(one, SASRec, count_targets=False)
     out["uncounted_weight_diff"] = max(
         float(np.abs(x - y).max()) for x, y in zip(a[1], c[1]))
-
-    # The training module: distribution="mirrored" takes both logical CPUs.
-    results = {}
-    for distribution in ("none", "mirrored"):
-        config = TrainConfig(hidden_dim=16, max_len=20, dropout=0.0, batch_size=40,
-                             pretrain_epochs=2, finetune_epochs=1, patience=5,
-                             num_experts=2, eval_batch_size=64, prefixes=False,
-                             distribution=distribution)
-        runs = two_stage(data, config, tempfile.mkdtemp(), verbose=0)
-        results[distribution] = [runs[s][1]["test"]["NDCG@20"] for s in ("sasrec", "fame")]
-    out["two_stage"] = results
     print("RESULT " + json.dumps(out))
     """
 )
@@ -120,8 +108,6 @@ def test_two_replicas_match_one_device():
         assert out[name]["weight_diff"] < 1e-4, name
         assert out[name]["ndcg"][0] == pytest.approx(out[name]["ndcg"][1], abs=1e-6)
     assert out["uncounted_weight_diff"] > 1e-3
-    none, mirrored = out["two_stage"]["none"], out["two_stage"]["mirrored"]
-    assert none == pytest.approx(mirrored, abs=1e-6)
 
 
 WORKER = textwrap.dedent(
@@ -132,16 +118,27 @@ WORKER = textwrap.dedent(
         os.environ["TF_CONFIG"] = json.dumps({
             "cluster": {"worker": [f"localhost:{p}" for p in ports]},
             "task": {"type": "worker", "index": index}})
+        distributions = ["multi_worker"]
+    else:
+        # The reference: one process, no strategy; then distribution="mirrored"
+        # over two logical CPUs, which must give the same run.
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        distributions = ["none", "mirrored"]
     from keras_fame.datasets import make_synthetic
     from keras_fame.training import TrainConfig, two_stage
     data = make_synthetic(num_users=240, num_items=100, seed=0)[0]
-    config = TrainConfig(hidden_dim=16, max_len=20, dropout=0.0, batch_size=40,
-                         pretrain_epochs=2, finetune_epochs=1, patience=5,
-                         num_experts=2, eval_batch_size=64, prefixes=False,
-                         distribution="multi_worker" if index >= 0 else "none")
-    runs = two_stage(data, config, workdir, verbose=0)
-    print("RESULT " + json.dumps(
-        {s: runs[s][1]["test"] for s in ("sasrec", "fame")}), flush=True)
+    out = {}
+    for distribution in distributions:
+        config = TrainConfig(hidden_dim=16, max_len=20, dropout=0.0, batch_size=40,
+                             pretrain_epochs=2, finetune_epochs=1, patience=5,
+                             num_experts=2, eval_batch_size=64, prefixes=False,
+                             distribution=distribution)
+        runs = two_stage(data, config, os.path.join(workdir, distribution), verbose=0)
+        out[distribution] = {s: runs[s][1]["test"] for s in ("sasrec", "fame")}
+    print("RESULT " + json.dumps(out), flush=True)
     """
 )
 
@@ -156,8 +153,10 @@ def _free_ports(count):
     return ports
 
 
-def test_two_workers_match_one_process(tmp_path):
-    """MultiWorkerMirroredStrategy via TF_CONFIG: two local worker processes."""
+def test_two_workers_and_mirrored_match_one_process(tmp_path):
+    """Two local worker processes (MultiWorkerMirroredStrategy via TF_CONFIG),
+    and `distribution="mirrored"` over two logical CPUs, train like one device.
+    """
     ports = ",".join(str(p) for p in _free_ports(2))
     workers = [
         subprocess.Popen(
@@ -173,9 +172,12 @@ def test_two_workers_match_one_process(tmp_path):
     outputs = [w.communicate(timeout=600) for w in workers]
     for worker, (_, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err[-4000:]
-    expected = _run(WORKER, "-1", "0", str(tmp_path / "single"))
-    for stdout, _ in outputs:
-        got = _result(stdout)
+    single = _run(WORKER, "-1", "0", str(tmp_path / "single"))
+    expected = single["none"]
+    got_all = [single["mirrored"]] + [
+        _result(out)["multi_worker"] for out, _ in outputs
+    ]
+    for got in got_all:
         for stage in ("sasrec", "fame"):
             for metric, value in expected[stage].items():
                 assert got[stage][metric] == pytest.approx(value, abs=1e-6), (
@@ -183,8 +185,9 @@ def test_two_workers_match_one_process(tmp_path):
                     metric,
                 )
     # The chief writes the stage results; the other worker keeps its own.
-    assert (tmp_path / "multi" / "fame" / "results.json").exists()
-    assert (tmp_path / "multi" / "worker-1" / "fame" / "results.json").exists()
+    multi = tmp_path / "multi" / "multi_worker"
+    assert (multi / "fame" / "results.json").exists()
+    assert (multi / "worker-1" / "fame" / "results.json").exists()
 
 
 def test_make_strategy_arguments(monkeypatch):
