@@ -74,6 +74,9 @@ class TrainConfig:
             default) instead of one row per user with a target at every
             position (`False`: SASRec's original sampling, cheaper per epoch
             but clearly worse on the Amazon datasets, see README).
+        empty_prefix: with `prefixes`, also one row per user with an empty
+            input and the user's first item as target (the BSARec/FMLP-Rec
+            code's shortest prefix; see README).
         bucket: length-bucketed training batches (same maths, less padding).
         eval_batch_size: users per evaluation batch.
         backup_every: steps between mid-epoch backups.
@@ -124,8 +127,14 @@ class TrainConfig:
     position_anchor: str = "end"
     log_q_correction: bool = True
     prefixes: bool = True
+    empty_prefix: bool = False
 
     def __post_init__(self):
+        if self.empty_prefix and not self.prefixes:
+            raise ValueError(
+                "`empty_prefix=True` adds a row to the prefix rows; it needs "
+                "`prefixes=True`. Received: prefixes=False"
+            )
         check_learning_rate("learning_rate", self.learning_rate)
         check_learning_rate(
             "finetune_learning_rate", self.finetune_learning_rate, allow_none=True
@@ -168,6 +177,7 @@ LATER_FIELDS = {
     "log_q_correction": True,
     "prefixes": False,
     "finetune_learning_rate": None,
+    "empty_prefix": False,
 }
 
 
@@ -218,6 +228,7 @@ def _train_pipeline(dataset, config: TrainConfig, count_targets: bool = False):
         seed=config.seed,
         windows=config.windows,
         prefixes=config.prefixes,
+        empty_prefix=config.empty_prefix,
         bucket=config.bucket,
         count_targets=count_targets,
     )
@@ -228,7 +239,10 @@ def target_counts(dataset, config: TrainConfig):
     import numpy as np
 
     _, targets = dataset.train_arrays(
-        config.max_len, config.windows, prefixes=config.prefixes
+        config.max_len,
+        config.windows,
+        prefixes=config.prefixes,
+        empty_prefix=config.empty_prefix,
     )
     return np.bincount(targets[targets > 0], minlength=dataset.num_items + 1)
 

@@ -91,12 +91,15 @@ def make_train_dataset(
     check_id_range(inputs, num_items, "inputs")
     check_id_range(targets, num_items, "targets")
     if one_per_row:
-        bad = np.flatnonzero((targets < 1) | (inputs[:, -1] == 0))
+        # An all-padding row is an empty prefix (its target is a first item).
+        right_padded = (inputs[:, -1] == 0) & inputs.any(axis=1)
+        bad = np.flatnonzero((targets < 1) | right_padded)
         if len(bad):
             row = int(bad[0])
             raise ValueError(
                 f"row {row}: with one target per row every target must be an "
-                "item (>= 1) and every row must end in an item (left padding); "
+                "item (>= 1) and every row must be empty or end in an item "
+                "(left padding); "
                 f"got target {int(targets[row])} after inputs {inputs[row].tolist()}"
             )
     elif ((inputs == 0) & (targets != 0)).any():

@@ -309,6 +309,7 @@ class SequenceDataset:
         windows: bool = False,
         stride: int | None = None,
         prefixes: bool = False,
+        empty_prefix: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Padded training rows `(inputs, targets)`.
 
@@ -324,13 +325,22 @@ class SequenceDataset:
                 only the last position has a target), as the prefix-augmented
                 training of the ICSRec/BSARec code; about `n - 3` rows per
                 user instead of one. Excludes `windows`.
+            empty_prefix: with `prefixes`, also one row per user with an
+                empty input (all padding) and the user's first item as its
+                target, as the BSARec/FMLP-Rec code trains.
 
         Returns:
             Two int32 arrays of shape `(rows, max_len)`, left-padded with 0:
             `targets[r, t]` is the item that follows `inputs[r, t]`.
         """
         return _splits.train_arrays(
-            self._items, self._offsets, max_len, windows, stride, prefixes
+            self._items,
+            self._offsets,
+            max_len,
+            windows,
+            stride,
+            prefixes,
+            empty_prefix,
         )
 
     def eval_arrays(
@@ -369,6 +379,7 @@ class SequenceDataset:
         bucket: bool = False,
         count_targets: bool = False,
         prefixes: bool = False,
+        empty_prefix: bool = False,
     ):
         """The training pipeline: `(item_ids, next_item_ids)` batches.
 
@@ -377,7 +388,7 @@ class SequenceDataset:
             max_len: sequence length of a row.
             shuffle: shuffle rows (reshuffled at every epoch).
             seed: shuffle seed; the same seed gives the same order every run.
-            windows, stride, prefixes: see `train_arrays`.
+            windows, stride, prefixes, empty_prefix: see `train_arrays`.
             drop_remainder: drop the final smaller batch.
             bucket: length-bucketed batches trimmed to their longest row
                 (see `pipelines.make_train_dataset`): same rows, less padding.
@@ -400,7 +411,9 @@ class SequenceDataset:
         """
         from keras_fame.datasets.pipelines import make_train_dataset
 
-        inputs, targets = self.train_arrays(max_len, windows, stride, prefixes)
+        inputs, targets = self.train_arrays(
+            max_len, windows, stride, prefixes, empty_prefix
+        )
         if prefixes:
             targets = targets[:, -1]
         return make_train_dataset(

@@ -103,6 +103,7 @@ def train_windows(
     windows: bool = False,
     stride: int | None = None,
     prefixes: bool = False,
+    empty_prefix: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Segments of the flat item array that make the training rows.
 
@@ -126,6 +127,10 @@ def train_windows(
             only its last target, as the prefix-augmented training of the
             ICSRec/BSARec/FMLP-Rec code. Every target is used once, read
             exactly as evaluation reads a history. Excludes `windows`.
+        empty_prefix: with `prefixes`, also one row per user with an empty
+            input whose target is the user's first item (the shortest prefix
+            of the BSARec/FMLP-Rec code's rows): the model learns which items
+            start a history. The row's segment is empty (`starts == ends`).
 
     Returns:
         A tuple `(starts, ends, keep_from)` of int64 arrays, one entry per row:
@@ -140,13 +145,21 @@ def train_windows(
         )
     if prefixes and windows:
         raise ValueError("`prefixes` and `windows` exclude each other; pick one.")
+    if empty_prefix and not prefixes:
+        raise ValueError(
+            "`empty_prefix` adds a row to the prefix rows; it needs "
+            "`prefixes=True`. Received: empty_prefix=True, prefixes=False"
+        )
     begin = offsets[:-1]
     m = offsets[1:] - begin - 3  # number of training inputs per user
     has_row = m >= 1
     begin, m = begin[has_row], m[has_row]
     if prefixes:
-        user = np.repeat(np.arange(len(m)), m)
-        local_end = 1 + np.arange(int(m.sum())) - np.repeat(np.cumsum(m) - m, m)
+        first = 0 if empty_prefix else 1  # shortest prefix: 0 or 1 inputs
+        rows = m + 1 - first
+        user = np.repeat(np.arange(len(m)), rows)
+        local_end = first + np.arange(int(rows.sum()))
+        local_end -= np.repeat(np.cumsum(rows) - rows, rows)
         ends = begin[user] + local_end
         return np.maximum(begin[user], ends - max_len), ends, ends - 1
     if not windows:
@@ -172,6 +185,7 @@ def train_arrays(
     windows: bool = False,
     stride: int | None = None,
     prefixes: bool = False,
+    empty_prefix: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Training inputs and next-item targets, left-padded to `max_len`.
 
@@ -179,7 +193,7 @@ def train_arrays(
         items: the flat int item array.
         offsets: int64 user offsets (length `num_users + 1`).
         max_len: row width.
-        windows, stride, prefixes: see `train_windows`.
+        windows, stride, prefixes, empty_prefix: see `train_windows`.
 
     Returns:
         A tuple `(inputs, targets)` of int32 arrays of shape `(rows, max_len)`;
@@ -188,8 +202,16 @@ def train_arrays(
         `prefixes`).
     """
     _check_max_len(max_len)
-    starts, ends, keep_from = train_windows(offsets, max_len, windows, stride, prefixes)
+    starts, ends, keep_from = train_windows(
+        offsets, max_len, windows, stride, prefixes, empty_prefix
+    )
     inputs = pad_segments(items, starts, ends, max_len)
+    if prefixes:
+        # One target per row, after its last input (for an empty prefix: the
+        # user's first item), in the last column.
+        targets = np.zeros_like(inputs)
+        targets[:, -1] = items[ends]
+        return inputs, targets
     targets = pad_segments(items, starts + 1, ends + 1, max_len)
     masked = keep_from - starts  # number of leading real positions to mask
     if masked.any():
