@@ -59,16 +59,30 @@ def test_prefixes_hand_example():
     assert targets.tolist() == [[0, 0, 2], [0, 0, 3], [0, 0, 4], [0, 0, 5]]
     with pytest.raises(ValueError, match="`prefixes` and `windows`"):
         ds.train_arrays(max_len=3, windows=True, prefixes=True)
+    # The empty prefix adds a first-item row per user, even for a user of
+    # three items (s_1 is a training item; s_2 and s_3 are held out).
+    inputs, targets = ds.train_arrays(max_len=3, prefixes=True, empty_prefix=True)
+    assert inputs.tolist() == [
+        [0, 0, 0], [0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4], [0, 0, 0]
+    ]  # fmt: skip
+    assert targets[:, -1].tolist() == [1, 2, 3, 4, 5, 3]
+    assert not targets[:, :-1].any()
+    with pytest.raises(ValueError, match="`empty_prefix`.*needs `prefixes=True`"):
+        ds.train_arrays(max_len=3, empty_prefix=True)
 
 
-def test_prefix_rows_are_the_evaluation_view_of_every_target(ds):
+@pytest.mark.parametrize("empty_prefix", [False, True])
+def test_prefix_rows_are_the_evaluation_view_of_every_target(ds, empty_prefix):
     # Row r must equal what evaluation would read if target r were held out:
     # the most recent max_len items before it, left-padded.
     max_len = 20
-    inputs, targets = ds.train_arrays(max_len=max_len, prefixes=True)
+    inputs, targets = ds.train_arrays(
+        max_len=max_len, prefixes=True, empty_prefix=empty_prefix
+    )
     expected_inputs, expected_targets = [], []
     for s in ds.sequences:
-        for t in range(1, len(s) - 2):  # targets s_2..s_{n-2}
+        # targets s_2..s_{n-2}, and s_1 (no input) with the empty prefix
+        for t in range(0 if empty_prefix else 1, len(s) - 2):
             history = s[:t][-max_len:]
             expected_inputs.append([0] * (max_len - len(history)) + list(history))
             expected_targets.append(s[t])
@@ -76,7 +90,12 @@ def test_prefix_rows_are_the_evaluation_view_of_every_target(ds):
     assert not targets[:, :-1].any()
     np.testing.assert_array_equal(targets[:, -1], expected_targets)
     pipeline = ds.train_dataset(
-        batch_size=64, max_len=max_len, prefixes=True, bucket=True, seed=1
+        batch_size=64,
+        max_len=max_len,
+        prefixes=True,
+        empty_prefix=empty_prefix,
+        bucket=True,
+        seed=1,
     )
 
     def real(row):
@@ -84,8 +103,10 @@ def test_prefix_rows_are_the_evaluation_view_of_every_target(ds):
 
     fed = Counter()
     for x, y in pipeline.as_numpy_iterator():
-        # One target per row: the item after the row's last (real) position.
-        assert y.shape == (len(x),) and (x[:, -1] > 0).all()
+        # One target per row: the item after the row's last (real) position;
+        # a row is left-padded (its last column is an item) unless empty.
+        assert y.shape == (len(x),) and (y > 0).all()
+        assert ((x[:, -1] > 0) | ~x.any(axis=1)).all()
         fed.update((real(row), int(t)) for row, t in zip(x, y, strict=True))
     expected = Counter(
         (real(row), t) for row, t in zip(expected_inputs, expected_targets, strict=True)
@@ -263,6 +284,9 @@ def test_pipeline_rejects_out_of_range_ids():
         ValueError, match=r"row 0: .*got target 4 after inputs \[1, 2, 0\]"
     ):
         make_train_dataset(np.array([[1, 2, 0]]), np.array([4]), num_items=5)
+    # ... or is empty (an empty prefix: its target is a first item).
+    rows = make_train_dataset(np.array([[0, 0, 0], [0, 1, 2]]), np.array([4, 3]), 5)
+    assert sorted(int(y) for _, ys in rows for y in ys) == [3, 4]
     with pytest.raises(ValueError, match=r"`targets` holds item id 6 at index \(0,\)"):
         make_train_dataset(x, np.array([6]), num_items=5)
     with pytest.raises(ValueError, match=r"`inputs` holds item id -1"):

@@ -385,3 +385,28 @@ def test_from_sasrec_identity_facets_score_with_the_concatenated_head_states():
     )
     with pytest.raises(ValueError, match="facet_init"):
         FAME.from_sasrec(sasrec, num_experts=2, facet_init="zeros")
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_an_empty_history_learns_the_first_item(index):
+    # `TrainConfig(empty_prefix=True)` trains rows with no input at all: the
+    # model's vector for them must be finite, the same at any row width, and
+    # learnable (here: toward the one first item it is shown).
+    keras.utils.set_random_seed(0)
+    model = _models()[index]
+    wide, narrow = np.zeros((3, MAX_LEN), "int32"), np.zeros((3, 1), "int32")
+    vectors = _np(model(wide, last_position_only=True))[:, -1]
+    assert np.isfinite(vectors).all()
+    np.testing.assert_allclose(vectors, np.repeat(vectors[:1], 3, axis=0), atol=1e-6)
+    np.testing.assert_allclose(
+        _np(model(narrow, last_position_only=True))[:, -1], vectors, atol=1e-5
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    x, _ = _batch(batch=4)
+    x = np.concatenate([x, wide[:2]])
+    y = np.concatenate([x[:4, -1] % NUM_ITEMS + 1, [7, 7]]).astype("int32")
+    for _ in range(30):
+        loss = model.train_on_batch(x, y)
+    assert np.isfinite(loss)
+    ids, _ = model.recommend(narrow[:1], k=1)
+    assert ids.tolist() == [[7]]

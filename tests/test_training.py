@@ -142,6 +142,23 @@ def test_prefix_sampling_feeds_every_target_once(data, tmp_path):
     )  # a different sampling of the same targets
 
 
+def test_empty_prefix_adds_each_first_item_as_a_target(data):
+    from keras_fame.training import _train_pipeline, target_counts
+
+    config = _config(prefixes=True, empty_prefix=True)
+    targets = [y for _, y in _train_pipeline(data, config).as_numpy_iterator()]
+    expected = np.concatenate([s[:-2] for s in data.sequences if len(s) >= 3])
+    np.testing.assert_array_equal(np.sort(np.concatenate(targets)), np.sort(expected))
+    counts = target_counts(data, config)
+    np.testing.assert_array_equal(
+        counts, np.bincount(expected, minlength=data.num_items + 1)
+    )
+    assert "empty_prefix" not in config_record(_config(prefixes=True))
+    assert config_record(config)["empty_prefix"] is True
+    with pytest.raises(ValueError, match=r"`empty_prefix=True`.*needs `prefixes"):
+        _config(prefixes=False, empty_prefix=True)
+
+
 def test_work_folders_of_earlier_versions_stay_valid_and_apart(data, tmp_path):
     # A folder written before a field existed holds no entry for it: the
     # field's implied value matches it, any other value does not.

@@ -136,6 +136,8 @@ def train_windows(
         A tuple `(starts, ends, keep_from)` of int64 arrays, one entry per row:
         the input segment `[starts, ends)` of the flat array, and the first
         flat position whose target is kept (targets before it are masked).
+        A prefix row keeps the target of its last position, `ends - 1`: the
+        item at `ends`, also for an empty prefix (`ends - 1 < starts`).
     """
     if stride is None:
         stride = max_len
@@ -152,7 +154,9 @@ def train_windows(
         )
     begin = offsets[:-1]
     m = offsets[1:] - begin - 3  # number of training inputs per user
-    has_row = m >= 1
+    # A user with 3 items has no training input, but its first item is the
+    # target of an empty prefix.
+    has_row = m >= (0 if empty_prefix else 1)
     begin, m = begin[has_row], m[has_row]
     if prefixes:
         first = 0 if empty_prefix else 1  # shortest prefix: 0 or 1 inputs
