@@ -74,8 +74,8 @@ class TrainConfig:
             default) instead of one row per user with a target at every
             position (`False`: SASRec's original sampling, cheaper per epoch
             but clearly worse on the Amazon datasets, see README).
-        empty_prefix: with `prefixes`, also one row per user with an empty
-            input and the user's first item as target (the BSARec/FMLP-Rec
+        empty_prefix: with `prefixes`, also one row per user (of at least 3
+            items) with an empty input and the user's first item as target (the BSARec/FMLP-Rec
             code's shortest prefix; see README).
         bucket: length-bucketed training batches (same maths, less padding).
         eval_batch_size: users per evaluation batch.

@@ -32,8 +32,8 @@ def make_train_dataset(
         inputs: int array `(rows, max_len)` of left-padded item ids.
         targets: int array of the same shape: the next item of each input
             position, 0 at padding; or `(rows,)`: one target per row, the
-            item after its last position (every row must then end in an
-            item). The models then compute only the last position of their
+            item after its last position (every row must then be empty, an
+            empty prefix, or end in an item). The models then compute only the last position of their
             last block (see `SequentialRecommender`).
         num_items: the largest valid item id; ids outside `[0, num_items]`
             raise a `ValueError` here, before any training step.
@@ -86,7 +86,8 @@ def make_train_dataset(
     if len(inputs) == 0:
         raise ValueError(
             "no training rows: a user needs at least 4 items to have one (inputs "
-            "s_1..s_{n-3}; s_{n-1} and s_n are held out for validation and test)"
+            "s_1..s_{n-3}; s_{n-1} and s_n are held out for validation and test), "
+            "or 3 with an empty prefix"
         )
     check_id_range(inputs, num_items, "inputs")
     check_id_range(targets, num_items, "targets")

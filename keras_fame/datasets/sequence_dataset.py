@@ -325,9 +325,10 @@ class SequenceDataset:
                 only the last position has a target), as the prefix-augmented
                 training of the ICSRec/BSARec code; about `n - 3` rows per
                 user instead of one. Excludes `windows`.
-            empty_prefix: with `prefixes`, also one row per user with an
-                empty input (all padding) and the user's first item as its
-                target, as the BSARec/FMLP-Rec code trains.
+            empty_prefix: with `prefixes`, also one row per user of at least
+                3 items with an empty input (all padding) and the user's first
+                item as its target (`n - 2` rows per user), as the
+                BSARec/FMLP-Rec code trains.
 
         Returns:
             Two int32 arrays of shape `(rows, max_len)`, left-padded with 0:

@@ -4,7 +4,8 @@ Sequences are stored flat: `items[offsets[u]:offsets[u + 1]]` is user `u`'s
 time-ordered sequence `s_1..s_n`. For a user with `n` items:
 
 - training: inputs `s_1..s_{n-3}`, next-item targets `s_2..s_{n-2}` (no row
-  when `n < 4`);
+  when `n < 4`); with an empty prefix also target `s_1` after no input (a
+  row from `n >= 3`);
 - validation: history `s_1..s_{n-2}`, target `s_{n-1}`;
 - test: history `s_1..s_{n-1}`, target `s_n`.
 
@@ -107,7 +108,8 @@ def train_windows(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Segments of the flat item array that make the training rows.
 
-    For user `u` with `n >= 4` items, training inputs are the positions
+    For user `u` with `n >= 4` items (`n >= 3` with `empty_prefix`), training
+    inputs are the positions
     `[offsets[u], offsets[u] + n - 3)` of the flat array and the target of
     position `p` is position `p + 1`.
 
@@ -127,8 +129,8 @@ def train_windows(
             only its last target, as the prefix-augmented training of the
             ICSRec/BSARec/FMLP-Rec code. Every target is used once, read
             exactly as evaluation reads a history. Excludes `windows`.
-        empty_prefix: with `prefixes`, also one row per user with an empty
-            input whose target is the user's first item (the shortest prefix
+        empty_prefix: with `prefixes`, also one row per user of at least 3
+            items with an empty input whose target is the user's first item (the shortest prefix
             of the BSARec/FMLP-Rec code's rows): the model learns which items
             start a history. The row's segment is empty (`starts == ends`).
 
