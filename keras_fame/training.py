@@ -36,6 +36,7 @@ from pathlib import Path
 
 import keras
 
+from keras_fame.datasets.splits import check_empty_prefix
 from keras_fame.evaluation import RankingEvaluation, evaluate_ranking
 from keras_fame.models import FAME, SASRec
 
@@ -75,8 +76,8 @@ class TrainConfig:
             position (`False`: SASRec's original sampling, cheaper per epoch
             but clearly worse on the Amazon datasets, see README).
         empty_prefix: with `prefixes`, also one row per user (of at least 3
-            items) with an empty input and the user's first item as target (the BSARec/FMLP-Rec
-            code's shortest prefix; see README).
+            items) with an empty input and the user's first item as target
+            (the BSARec/FMLP-Rec code's shortest prefix; see README).
         bucket: length-bucketed training batches (same maths, less padding).
         eval_batch_size: users per evaluation batch.
         backup_every: steps between mid-epoch backups.
@@ -130,11 +131,7 @@ class TrainConfig:
     empty_prefix: bool = False
 
     def __post_init__(self):
-        if self.empty_prefix and not self.prefixes:
-            raise ValueError(
-                "`empty_prefix=True` adds a row to the prefix rows; it needs "
-                "`prefixes=True`. Received: prefixes=False"
-            )
+        check_empty_prefix(self.empty_prefix, self.prefixes)
         check_learning_rate("learning_rate", self.learning_rate)
         check_learning_rate(
             "finetune_learning_rate", self.finetune_learning_rate, allow_none=True

@@ -33,8 +33,9 @@ def make_train_dataset(
         targets: int array of the same shape: the next item of each input
             position, 0 at padding; or `(rows,)`: one target per row, the
             item after its last position (every row must then be empty, an
-            empty prefix, or end in an item). The models then compute only the last position of their
-            last block (see `SequentialRecommender`).
+            empty prefix, or end in an item). The models then compute only
+            the last position of their last block (see
+            `SequentialRecommender`).
         num_items: the largest valid item id; ids outside `[0, num_items]`
             raise a `ValueError` here, before any training step.
         batch_size: rows per batch.

@@ -98,6 +98,15 @@ def concat_segments(
     return values[np.repeat(starts, lengths) + within]
 
 
+def check_empty_prefix(empty_prefix: bool, prefixes: bool) -> None:
+    """Raises a `ValueError` for `empty_prefix=True` without `prefixes`."""
+    if empty_prefix and not prefixes:
+        raise ValueError(
+            "`empty_prefix=True` adds a row to the prefix rows: `empty_prefix` "
+            "needs `prefixes=True`. Received: empty_prefix=True, prefixes=False"
+        )
+
+
 def train_windows(
     offsets: np.ndarray,
     max_len: int,
@@ -130,9 +139,9 @@ def train_windows(
             ICSRec/BSARec/FMLP-Rec code. Every target is used once, read
             exactly as evaluation reads a history. Excludes `windows`.
         empty_prefix: with `prefixes`, also one row per user of at least 3
-            items with an empty input whose target is the user's first item (the shortest prefix
-            of the BSARec/FMLP-Rec code's rows): the model learns which items
-            start a history. The row's segment is empty (`starts == ends`).
+            items with an empty input whose target is the user's first item
+            (the shortest prefix of the BSARec/FMLP-Rec code's rows): the
+            model learns which items start a history. The row's segment is empty (`starts == ends`).
 
     Returns:
         A tuple `(starts, ends, keep_from)` of int64 arrays, one entry per row:
@@ -149,22 +158,18 @@ def train_windows(
         )
     if prefixes and windows:
         raise ValueError("`prefixes` and `windows` exclude each other; pick one.")
-    if empty_prefix and not prefixes:
-        raise ValueError(
-            "`empty_prefix` adds a row to the prefix rows; it needs "
-            "`prefixes=True`. Received: empty_prefix=True, prefixes=False"
-        )
+    check_empty_prefix(empty_prefix, prefixes)
+    # Inputs of a user's shortest row. A user with 3 items has no training
+    # input, but its first item is the target of an empty prefix.
+    shortest = 0 if empty_prefix else 1
     begin = offsets[:-1]
     m = offsets[1:] - begin - 3  # number of training inputs per user
-    # A user with 3 items has no training input, but its first item is the
-    # target of an empty prefix.
-    has_row = m >= (0 if empty_prefix else 1)
+    has_row = m >= shortest
     begin, m = begin[has_row], m[has_row]
     if prefixes:
-        first = 0 if empty_prefix else 1  # shortest prefix: 0 or 1 inputs
-        rows = m + 1 - first
+        rows = m + 1 - shortest
         user = np.repeat(np.arange(len(m)), rows)
-        local_end = first + np.arange(int(rows.sum()))
+        local_end = shortest + np.arange(int(rows.sum()))
         local_end -= np.repeat(np.cumsum(rows) - rows, rows)
         ends = begin[user] + local_end
         return np.maximum(begin[user], ends - max_len), ends, ends - 1
