@@ -38,6 +38,7 @@ import keras
 
 from keras_fame.datasets.splits import check_empty_prefix
 from keras_fame.evaluation import RankingEvaluation, evaluate_ranking
+from keras_fame.layers._utils import check_rate
 from keras_fame.models import FAME, SASRec
 
 METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
@@ -67,6 +68,9 @@ class TrainConfig:
             three Amazon datasets (with 1e-3: on no Beauty or Toys test
             metric), though SASRec trained further at 1e-4 gains nearly as
             much (README, Benchmarks; `benchmarks/bench_sasrec_continued.py`).
+        finetune_dropout: dropout rate (residual branches and attention) of
+            the whole FAME model during fine-tuning; `None` (default): the
+            backbone's `dropout` and `attention_dropout`, as in the paper.
         pretrain_epochs, finetune_epochs: epoch budgets of the two stages.
         patience: early-stopping patience on validation NDCG@20.
         windows: cut long histories into several training rows.
@@ -110,6 +114,7 @@ class TrainConfig:
     facet_init: str = "identity"
     learning_rate: float = 1e-3
     finetune_learning_rate: float | None = 1e-4
+    finetune_dropout: float | None = None
     batch_size: int = 256
     pretrain_epochs: int = 200
     finetune_epochs: int = 200
@@ -136,13 +141,19 @@ class TrainConfig:
         check_learning_rate(
             "finetune_learning_rate", self.finetune_learning_rate, allow_none=True
         )
+        if self.finetune_dropout is not None:
+            check_rate("finetune_dropout", self.finetune_dropout)
 
     def finetune_config(self) -> TrainConfig:
         """This config for FAME's fine-tuning stage: `learning_rate` is
-        `finetune_learning_rate` when that is set."""
-        if self.finetune_learning_rate is None:
-            return self
-        return dataclasses.replace(self, learning_rate=self.finetune_learning_rate)
+        `finetune_learning_rate` and `dropout` (attention too) is
+        `finetune_dropout` where those are set."""
+        changes = {}
+        if self.finetune_learning_rate is not None:
+            changes["learning_rate"] = self.finetune_learning_rate
+        if self.finetune_dropout is not None:
+            changes.update(dropout=self.finetune_dropout, attention_dropout=None)
+        return dataclasses.replace(self, **changes) if changes else self
 
     def model_kwargs(self) -> dict:
         return dict(
@@ -175,6 +186,7 @@ LATER_FIELDS = {
     "prefixes": False,
     "finetune_learning_rate": None,
     "empty_prefix": False,
+    "finetune_dropout": None,
 }
 
 
@@ -393,6 +405,12 @@ def train_fame(
     Under a strategy, `sasrec` must have been built in the same `strategy`.
     """
     config = config.finetune_config()
+    # Without `finetune_dropout` FAME keeps the SASRec's rates.
+    dropout = {}
+    if config.finetune_dropout is not None:
+        dropout = dict(
+            dropout=config.dropout, attention_dropout=config.attention_dropout
+        )
 
     def build():
         if sasrec is None:
@@ -407,6 +425,7 @@ def train_fame(
             expert_init=config.expert_init,
             facet_init=config.facet_init,
             seed=config.seed,
+            **dropout,
         )
 
     return run_stage(
@@ -426,7 +445,7 @@ def train_fame(
 # what these said for it.
 _STAGE_BUDGETS = ("pretrain_epochs", "finetune_epochs", "finetune_learning_rate")
 # Read by FAME's stage only.
-FAME_FIELDS = ("num_experts", "expert_init", "facet_init")
+FAME_FIELDS = ("num_experts", "expert_init", "facet_init", "finetune_dropout")
 
 
 def run_stage(

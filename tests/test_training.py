@@ -202,6 +202,40 @@ def test_finetune_learning_rate_applies_to_fame_only(data, tmp_path):
             _config(learning_rate=bad)
 
 
+def _dropout_rates(model):
+    return {
+        layer.rate
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras.layers.Dropout)
+    }
+
+
+def test_finetune_dropout_applies_to_fame_only(data, tmp_path):
+    config = _config(pretrain_epochs=1, finetune_epochs=1, finetune_dropout=0.25)
+    runs = two_stage(data, config, tmp_path, verbose=0)
+    sasrec, fame = runs["sasrec"][0], runs["fame"][0]
+    assert _dropout_rates(sasrec) == {0.1}
+    # Every dropout of the fine-tuned FAME, attention included, and its
+    # saved config (it was reloaded from model.keras on a rerun).
+    assert _dropout_rates(fame) == {0.25}
+    assert (fame.dropout, fame.attention_dropout) == (0.25, 0.25)
+    reloaded = two_stage(data, config, tmp_path, verbose=0)["fame"][0]
+    assert _dropout_rates(reloaded) == {0.25}
+    # Unset, FAME keeps the SASRec's rates (attention_dropout included).
+    plain = _config(pretrain_epochs=1, finetune_epochs=1, attention_dropout=0.3)
+    runs = two_stage(data, plain, tmp_path / "plain", verbose=0)
+    assert _dropout_rates(runs["fame"][0]) == {0.1, 0.3}
+    assert plain.finetune_config().dropout == 0.1
+    # Only FAME's stage reads it; `None` is what earlier runs used.
+    _, results = train_sasrec(data, _config(pretrain_epochs=1), tmp_path, verbose=0)
+    assert results["epochs_run"] == 1
+    assert "finetune_dropout" not in config_record(plain)
+    assert config_record(config)["finetune_dropout"] == 0.25
+    for bad in (1.0, -0.1, "0.2", True):
+        with pytest.raises(ValueError, match="`finetune_dropout` must be a float"):
+            _config(finetune_dropout=bad)
+
+
 def test_interrupted_training_resumes(data, tmp_path):
     config = _config(pretrain_epochs=4, patience=10)
     with pytest.raises(KeyboardInterrupt):
