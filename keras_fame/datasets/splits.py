@@ -141,7 +141,8 @@ def train_windows(
         empty_prefix: with `prefixes`, also one row per user of at least 3
             items with an empty input whose target is the user's first item
             (the shortest prefix of the BSARec/FMLP-Rec code's rows): the
-            model learns which items start a history. The row's segment is empty (`starts == ends`).
+            model learns which items start a history. The row's segment is
+            empty (`starts == ends`).
 
     Returns:
         A tuple `(starts, ends, keep_from)` of int64 arrays, one entry per row:
