@@ -49,7 +49,7 @@ PAPER_TABLE_2 = {  # test, full ranking (FAME paper, Table 2)
 
 
 def parse_args(argv):
-    from keras_fame.training import TrainConfig
+    from keras_fame.training import TrainConfig, config_choices, config_help
 
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(
@@ -68,19 +68,47 @@ def parse_args(argv):
     parser.add_argument(
         "--smoke", action="store_true", help="tiny, fast run (no results written)"
     )
+    # One flag per TrainConfig field, documented by its docstring.
+    docs, choices = config_help(), config_choices()
+    group = parser.add_argument_group("training (keras_fame.training.TrainConfig)")
     for field in dataclasses.fields(TrainConfig):
         value = getattr(defaults, field.name)
         flag = "--" + field.name.replace("_", "-")
-        if isinstance(value, bool):
-            parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=value
+        if field.type == "bool":
+            group.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=value,
+                help=docs[field.name],
             )
-        elif value is None:  # optional numbers: `int | None` or `float | None`
-            kind = int if str(field.type).startswith("int") else float
-            parser.add_argument(flag, type=kind, default=None)
-        else:
-            parser.add_argument(flag, type=type(value), default=value)
-    return parser.parse_args(argv)
+            continue
+        kind = {"int": int, "float": float, "str": str}[field.type.split(" | ")[0]]
+        if field.type.endswith(" | None"):  # `--finetune-learning-rate none`
+            kind = _or_none(kind)
+        group.add_argument(
+            flag,
+            type=kind,
+            default=value,
+            choices=choices.get(field.name),
+            help=docs[field.name],
+        )
+    args = parser.parse_args(argv)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:  # checks every field, so a typo fails now, not after pretraining
+        args.config = TrainConfig(
+            **{k: v for k, v in vars(args).items() if k in fields}
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+def _or_none(kind):
+    def parse(text):
+        return None if text.lower() == "none" else kind(text)
+
+    parse.__name__ = f"{kind.__name__} or none"  # argparse's error names it
+    return parse
 
 
 def main(argv=None):
@@ -88,13 +116,12 @@ def main(argv=None):
     args = parse_args(argv)
     from keras_fame import datasets
     from keras_fame.provenance import machine_description, source_commit
-    from keras_fame.training import METRICS, TrainConfig, two_stage
+    from keras_fame.training import METRICS, two_stage
 
     # The code this run uses (read now, not after training).
     commit = source_commit(ROOT)
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    config = args.config
     data = datasets.load(args.dataset, data_dir=args.data_dir)
     workdir = args.workdir or str(ROOT / "runs" / args.dataset)
     if args.smoke:

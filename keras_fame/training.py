@@ -36,10 +36,12 @@ from pathlib import Path
 
 import keras
 
-from keras_fame.datasets.splits import check_empty_prefix
+from keras_fame.datasets.splits import check_row_options
 from keras_fame.evaluation import RankingEvaluation, evaluate_ranking
-from keras_fame.layers._utils import check_rate
+from keras_fame.layers._utils import check_positive_int, check_rate
 from keras_fame.models import FAME, SASRec
+from keras_fame.models.base import ANCHORS, NEGATIVES, SOFTMAXES
+from keras_fame.models.fame import EXPERT_INITS, FACET_INITS
 
 METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
 
@@ -54,14 +56,23 @@ class TrainConfig:
     smaller fine-tuning rate (`finetune_learning_rate`).
 
     Attributes:
-        hidden_dim, num_blocks, num_heads, max_len, dropout,
-        attention_dropout: the SASRec backbone (FAME shares it).
+        hidden_dim: embedding and hidden size `d` (divisible by `num_heads`).
+        num_blocks: Transformer blocks (FAME's is the last).
+        num_heads: attention heads; FAME's facets.
         num_experts: FAME's experts per head.
-        expert_init, facet_init: FAME's warm start (see `FAME.from_sasrec`).
-            Default `"pretrained"` / `"identity"`: FAME starts where SASRec
-            ended, which beat the paper's random init (`"random"` /
-            `"random"`) on all three Amazon datasets (README, Benchmarks).
-        learning_rate, batch_size: Adam and the training batch.
+        max_len: the most recent items of a history the model reads.
+        dropout: dropout rate of the embeddings, residual branches and
+            (unless `attention_dropout` is set) attention weights.
+        attention_dropout: dropout rate of the attention weights; `None`:
+            `dropout`.
+        expert_init: FAME's expert queries: `"pretrained"` (default; SASRec's
+            last-block query plus noise) or `"random"` (the paper's); see
+            `FAME.from_sasrec`.
+        facet_init: FAME's per-head `W_f`: `"identity"` (default; with
+            pretrained experts FAME starts close to SASRec's scores) or
+            `"random"` (the paper's). The two defaults beat the paper's init
+            on all three Amazon datasets (README, Benchmarks).
+        learning_rate: Adam's rate for SASRec's pretraining.
         finetune_learning_rate: Adam's rate for FAME's fine-tuning (default
             1e-4); `None`: `learning_rate`, the paper's single rate. With 1e-4
             the warm-started FAME beat our SASRec on every test metric of all
@@ -71,9 +82,15 @@ class TrainConfig:
         finetune_dropout: dropout rate (residual branches and attention) of
             the whole FAME model during fine-tuning; `None` (default): the
             backbone's `dropout` and `attention_dropout`, as in the paper.
-        pretrain_epochs, finetune_epochs: epoch budgets of the two stages.
-        patience: early-stopping patience on validation NDCG@20.
-        windows: cut long histories into several training rows.
+        batch_size: training rows per step (the global batch when
+            distributed).
+        pretrain_epochs: epoch budget of SASRec's pretraining.
+        finetune_epochs: epoch budget of FAME's fine-tuning.
+        patience: epochs without a better validation NDCG@20 before a stage
+            stops; `None`: no early stopping.
+        windows: cut histories longer than `max_len` into several training
+            rows instead of dropping their oldest items (needs `prefixes`
+            off).
         prefixes: one training row per target (each prefix of a history,
             loss on its last position; the ICSRec/BSARec code's sampling,
             default) instead of one row per user with a target at every
@@ -84,17 +101,22 @@ class TrainConfig:
             (the BSARec/FMLP-Rec code's shortest prefix; see README).
         bucket: length-bucketed training batches (same maths, less padding).
         eval_batch_size: users per evaluation batch.
-        backup_every: steps between mid-epoch backups.
+        backup_every: steps between mid-epoch backups (resuming after an
+            interruption starts from the last one).
         seed: seeds weights, dropout and the shuffle.
         deterministic: make TensorFlow ops deterministic (same seed, same
             metrics).
-        softmax, num_negatives, negatives: the loss (see
-            `SequentialRecommender`): `"full"` softmax over all items (the
-            paper), or `"sampled"` with `num_negatives` uniform and/or
-            in-batch negatives (log-Q corrected unless `log_q_correction` is
-            False; in-batch popularity is set from the training targets).
+        softmax: the loss (see `SequentialRecommender`): `"full"` softmax
+            over all items (the paper) or `"sampled"` softmax.
+        num_negatives: negatives per step of the sampled softmax.
+        negatives: the sampled softmax's negatives: `"uniform"` over the
+            catalogue, `"in_batch"` (the batch's targets) or `"mixed"` (both).
+        log_q_correction: correct each sampled logit by the log of the
+            item's expected count in the sample (log-Q), so that the sampled
+            loss estimates the full softmax (in-batch popularity is set from
+            the training targets).
         distribution: `"none"`, `"mirrored"` or `"multi_worker"` (see
-            `keras_fame.distribute`); `batch_size` is the global batch.
+            `keras_fame.distribute`).
         eval_item_chunk_size: rank against the item table this many items at
             a time (bounded memory for large catalogues); `None`: all at once.
         position_anchor: `"end"` (positions count back from the most recent
@@ -118,7 +140,7 @@ class TrainConfig:
     batch_size: int = 256
     pretrain_epochs: int = 200
     finetune_epochs: int = 200
-    patience: int = 10
+    patience: int | None = 10
     windows: bool = False
     bucket: bool = True
     eval_batch_size: int = 1024
@@ -136,13 +158,42 @@ class TrainConfig:
     empty_prefix: bool = False
 
     def __post_init__(self):
-        check_empty_prefix(self.empty_prefix, self.prefixes)
+        # Every field is checked here, so that a typo fails at once with the
+        # field's name, not when the stage that reads it starts (FAME's
+        # fields only after SASRec's pretraining).
+        for name in _POSITIVE_INT_FIELDS:
+            check_positive_int(name, getattr(self, name))
+        if self.eval_item_chunk_size is not None:
+            check_positive_int("eval_item_chunk_size", self.eval_item_chunk_size)
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(
+                "`hidden_dim` must be divisible by `num_heads`. Received: "
+                f"hidden_dim={self.hidden_dim}, num_heads={self.num_heads}"
+            )
+        _check_int("patience", self.patience, allow_none=True)
+        _check_int("seed", self.seed)
+        check_rate("dropout", self.dropout)
+        for name in ("attention_dropout", "finetune_dropout"):
+            if getattr(self, name) is not None:
+                check_rate(name, getattr(self, name))
         check_learning_rate("learning_rate", self.learning_rate)
         check_learning_rate(
             "finetune_learning_rate", self.finetune_learning_rate, allow_none=True
         )
-        if self.finetune_dropout is not None:
-            check_rate("finetune_dropout", self.finetune_dropout)
+        for name, choices in config_choices().items():
+            value = getattr(self, name)
+            if value not in choices:
+                raise ValueError(
+                    f"`{name}` must be one of {choices}. Received: {name}={value!r}"
+                )
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type == "bool" and not isinstance(value, bool):
+                raise ValueError(
+                    f"`{field.name}` must be True or False. "
+                    f"Received: {field.name}={value!r}"
+                )
+        check_row_options(self.windows, self.prefixes, self.empty_prefix)
 
     def finetune_config(self) -> TrainConfig:
         """This config for FAME's fine-tuning stage: `learning_rate` is
@@ -188,6 +239,62 @@ LATER_FIELDS = {
     "empty_prefix": False,
     "finetune_dropout": None,
 }
+
+
+_POSITIVE_INT_FIELDS = (
+    "hidden_dim",
+    "num_blocks",
+    "num_heads",
+    "num_experts",
+    "max_len",
+    "batch_size",
+    "pretrain_epochs",
+    "finetune_epochs",
+    "eval_batch_size",
+    "backup_every",
+    "num_negatives",
+)
+
+
+def config_choices() -> dict[str, tuple[str, ...]]:
+    """The allowed values of `TrainConfig`'s string fields."""
+    from keras_fame.distribute import DISTRIBUTIONS  # TensorFlow-specific
+
+    return {
+        "expert_init": EXPERT_INITS,
+        "facet_init": FACET_INITS,
+        "softmax": SOFTMAXES,
+        "negatives": NEGATIVES,
+        "distribution": DISTRIBUTIONS,
+        "position_anchor": ANCHORS,
+    }
+
+
+def config_help() -> dict[str, str]:
+    """Each `TrainConfig` field's description, read from its docstring's
+    `Attributes:` section (an entry may describe several fields)."""
+    lines = TrainConfig.__doc__.split("Attributes:", 1)[1].splitlines()
+    entries = []  # [names, text lines]
+    for line in lines:
+        text = line.strip()
+        if not text:
+            continue
+        indent = len(line) - len(line.lstrip())
+        head, sep, rest = text.partition(": ")
+        names = [n.strip() for n in head.split(",")]
+        if sep and indent == 8 and all(n.isidentifier() for n in names):
+            entries.append((names, [rest]))
+        elif entries:
+            entries[-1][1].append(text)
+    return {n: " ".join(words) for names, words in entries for n in names}
+
+
+def _check_int(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        expected = "a non-negative integer" + (" or None" if allow_none else "")
+        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
 
 
 def check_learning_rate(name: str, value, allow_none: bool = False) -> None:

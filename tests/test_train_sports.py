@@ -1,7 +1,10 @@
-"""examples/train_sports.py: the facet summary stored in the FAME record."""
+"""examples/train_sports.py: its command line and the facet summary stored in
+the FAME record."""
 
+import dataclasses
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +12,7 @@ import pytest
 
 from keras_fame.datasets import SequenceDataset
 from keras_fame.models import FAME
+from keras_fame.training import TrainConfig, config_help
 
 NUM_ITEMS = 40
 GROUP = 4  # items 1-4 share attribute 0, 5-8 attribute 1, ...: 10% of the catalogue
@@ -57,3 +61,74 @@ def test_facet_summary_without_attributes(train_sports, setup):
     data, model = setup
     bare = SequenceDataset(data.sequences, num_items=NUM_ITEMS)
     assert train_sports.facet_summary(model, bare) is None
+
+
+def test_command_line_defaults_are_the_config_defaults(train_sports):
+    assert train_sports.parse_args([]).config == TrainConfig()
+
+
+def test_command_line_sets_every_kind_of_field(train_sports):
+    args = train_sports.parse_args(
+        [
+            "--dataset",
+            "toys",
+            "--finetune-learning-rate",
+            "none",  # the paper's single rate
+            "--patience",
+            "None",
+            "--finetune-dropout",
+            "0.2",
+            "--eval-item-chunk-size",
+            "500",
+            "--no-prefixes",
+            "--windows",
+            "--expert-init",
+            "random",
+            "--num-heads",
+            "4",
+        ]
+    )
+    expected = dataclasses.replace(
+        TrainConfig(),
+        finetune_learning_rate=None,
+        patience=None,
+        finetune_dropout=0.2,
+        eval_item_chunk_size=500,
+        prefixes=False,
+        windows=True,
+        expert_init="random",
+        num_heads=4,
+    )
+    assert args.config == expected
+    assert args.config.finetune_config().learning_rate == 1e-3
+    assert args.dataset == "toys"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--expert-init", "pretraned"], "argument --expert-init: invalid choice"),
+        (["--pretrain-epochs", "ten"], "argument --pretrain-epochs: invalid int"),
+        (["--finetune-dropout", "high"], "argument --finetune-dropout: invalid"),
+        (["--windows"], "`prefixes` and `windows` exclude each other"),
+        (["--finetune-dropout", "1.5"], r"`finetune_dropout` must be a float"),
+        (["--num-heads", "3"], "`hidden_dim` must be divisible by `num_heads`"),
+    ],
+)
+def test_command_line_refuses_bad_values_before_loading(
+    train_sports, capsys, argv, message
+):
+    with pytest.raises(SystemExit) as info:
+        train_sports.parse_args(argv)
+    assert info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_command_line_help_documents_every_field(train_sports, capsys):
+    with pytest.raises(SystemExit):
+        train_sports.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        assert flag in text
+        assert " ".join(config_help()[field.name].split()[:4]) in text

@@ -10,7 +10,9 @@ from keras_fame.models import FAME, SASRec
 from keras_fame.training import (
     LATER_FIELDS,
     TrainConfig,
+    config_choices,
     config_from_record,
+    config_help,
     config_record,
     train_sasrec,
     two_stage,
@@ -200,6 +202,67 @@ def test_finetune_learning_rate_applies_to_fame_only(data, tmp_path):
             ValueError, match=r"`learning_rate` must be a positive number\."
         ):
             _config(learning_rate=bad)
+
+
+@pytest.mark.parametrize(
+    "field, bad, message",
+    [
+        ("hidden_dim", 0, "`hidden_dim` must be a positive integer"),
+        ("num_experts", 2.0, "`num_experts` must be a positive integer"),
+        ("num_blocks", True, "`num_blocks` must be a positive integer"),
+        ("pretrain_epochs", -1, "`pretrain_epochs` must be a positive integer"),
+        ("backup_every", 0, "`backup_every` must be a positive integer"),
+        ("eval_item_chunk_size", 0, "`eval_item_chunk_size` must be a positive"),
+        ("patience", -1, "`patience` must be a non-negative integer or None"),
+        ("seed", "0", "`seed` must be a non-negative integer"),
+        ("dropout", 1.0, r"`dropout` must be a float in \[0, 1\)"),
+        ("attention_dropout", -0.1, "`attention_dropout` must be a float"),
+        ("expert_init", "pretraned", r"`expert_init` must be one of \('random'"),
+        ("facet_init", "eye", "`facet_init` must be one of"),
+        ("softmax", "sample", "`softmax` must be one of"),
+        ("negatives", "inbatch", "`negatives` must be one of"),
+        ("distribution", "mirror", "`distribution` must be one of"),
+        ("position_anchor", "left", "`position_anchor` must be one of"),
+        ("prefixes", "no", "`prefixes` must be True or False"),
+        ("windows", True, r"`prefixes` and `windows` exclude each other"),
+        ("num_heads", 3, "`hidden_dim` must be divisible by `num_heads`"),
+    ],
+)
+def test_config_rejects_bad_fields_at_once(field, bad, message):
+    # A typo in a field only FAME's stage reads must not wait for SASRec's
+    # pretraining to fail: the config is checked when it is made.
+    others = {"prefixes": True} if field == "windows" else {}  # _config's: False
+    with pytest.raises(ValueError, match=message) as info:
+        _config(**{field: bad}, **others)
+    assert f"{field}={bad!r}" in str(info.value)
+
+
+def test_config_accepts_its_edge_values():
+    config = _config(
+        patience=None, eval_item_chunk_size=7, attention_dropout=0.0, dropout=0.0
+    )
+    assert config.patience is None and config.eval_item_chunk_size == 7
+    _config(patience=0, windows=True, prefixes=False, seed=0)
+    for name, choices in config_choices().items():
+        for choice in choices:
+            assert getattr(_config(**{name: choice}), name) == choice
+    # The models accept what the config accepts.
+    FAME.from_sasrec(
+        SASRec(20, max_len=8, hidden_dim=8, num_heads=2),
+        num_experts=2,
+        expert_init=config_choices()["expert_init"][0],
+        facet_init=config_choices()["facet_init"][0],
+    )
+
+
+def test_config_help_documents_every_field():
+    docs = config_help()
+    names = [field.name for field in dataclasses.fields(TrainConfig)]
+    assert sorted(docs) == sorted(names)
+    assert all(len(docs[name].split()) >= 3 for name in names)
+    assert docs["num_experts"] == "FAME's experts per head."
+    assert docs["finetune_dropout"].startswith("dropout rate (residual branches")
+    assert docs["finetune_dropout"].endswith("as in the paper.")
 
 
 def _dropout_rates(model):

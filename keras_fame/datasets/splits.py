@@ -98,8 +98,14 @@ def concat_segments(
     return values[np.repeat(starts, lengths) + within]
 
 
-def check_empty_prefix(empty_prefix: bool, prefixes: bool) -> None:
-    """Raises a `ValueError` for `empty_prefix=True` without `prefixes`."""
+def check_row_options(windows: bool, prefixes: bool, empty_prefix: bool) -> None:
+    """Raises a `ValueError` for `windows` with `prefixes`, or `empty_prefix`
+    without `prefixes`."""
+    if prefixes and windows:
+        raise ValueError(
+            "`prefixes` and `windows` exclude each other; pick one (windows "
+            "need `prefixes=False`). Received: windows=True, prefixes=True"
+        )
     if empty_prefix and not prefixes:
         raise ValueError(
             "`empty_prefix=True` adds a row to the prefix rows: `empty_prefix` "
@@ -157,9 +163,7 @@ def train_windows(
         raise ValueError(
             f"`stride` must lie in [1, max_len={max_len}]. Received: stride={stride}"
         )
-    if prefixes and windows:
-        raise ValueError("`prefixes` and `windows` exclude each other; pick one.")
-    check_empty_prefix(empty_prefix, prefixes)
+    check_row_options(windows, prefixes, empty_prefix)
     # Inputs of a user's shortest row. A user with 3 items has no training
     # input, but its first item is the target of an empty prefix.
     shortest = 0 if empty_prefix else 1

@@ -15,9 +15,9 @@ from keras_fame.layers._utils import (
 )
 from keras_fame.layers.transformer_block import TransformerBlock
 
-_SOFTMAXES = ("full", "sampled")
-_NEGATIVES = ("uniform", "in_batch", "mixed")
-_ANCHORS = ("end", "start")
+SOFTMAXES = ("full", "sampled")
+NEGATIVES = ("uniform", "in_batch", "mixed")
+ANCHORS = ("end", "start")
 
 
 @keras.saving.register_keras_serializable(package="keras_fame")
@@ -51,9 +51,9 @@ class PositionEmbedding(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if anchor not in _ANCHORS:
+        if anchor not in ANCHORS:
             raise ValueError(
-                f"`anchor` must be one of {_ANCHORS}. Received: anchor={anchor!r}"
+                f"`anchor` must be one of {ANCHORS}. Received: anchor={anchor!r}"
             )
         self.max_len = max_len
         self.hidden_dim = hidden_dim
@@ -218,18 +218,18 @@ class SequentialRecommender(keras.Model):
     ):
         super().__init__(**kwargs)
         check_positive_int("num_items", num_items)
-        if softmax not in _SOFTMAXES:
+        if softmax not in SOFTMAXES:
             raise ValueError(
-                f"`softmax` must be one of {_SOFTMAXES}. Received: softmax={softmax!r}"
+                f"`softmax` must be one of {SOFTMAXES}. Received: softmax={softmax!r}"
             )
-        if negatives not in _NEGATIVES:
+        if negatives not in NEGATIVES:
             raise ValueError(
-                f"`negatives` must be one of {_NEGATIVES}. "
+                f"`negatives` must be one of {NEGATIVES}. "
                 f"Received: negatives={negatives!r}"
             )
-        if position_anchor not in _ANCHORS:
+        if position_anchor not in ANCHORS:
             raise ValueError(
-                f"`position_anchor` must be one of {_ANCHORS}. "
+                f"`position_anchor` must be one of {ANCHORS}. "
                 f"Received: position_anchor={position_anchor!r}"
             )
         check_positive_int("num_negatives", num_negatives)

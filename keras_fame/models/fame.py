@@ -10,8 +10,8 @@ from keras_fame.layers.fame_block import FAMEBlock
 from keras_fame.models.base import SequentialRecommender, top_k_items
 from keras_fame.models.sasrec import SASRec
 
-_EXPERT_INITS = ("random", "pretrained")
-_FACET_INITS = ("random", "identity")
+EXPERT_INITS = ("random", "pretrained")
+FACET_INITS = ("random", "identity")
 
 
 @keras.saving.register_keras_serializable(package="keras_fame")
@@ -262,14 +262,14 @@ class FAME(SequentialRecommender):
             raise TypeError(
                 f"`sasrec` must be a keras_fame.models.SASRec. Received: {type(sasrec)}"
             )
-        if facet_init not in _FACET_INITS:
+        if facet_init not in FACET_INITS:
             raise ValueError(
-                f"`facet_init` must be one of {_FACET_INITS}. "
+                f"`facet_init` must be one of {FACET_INITS}. "
                 f"Received: facet_init={facet_init!r}"
             )
-        if expert_init not in _EXPERT_INITS:
+        if expert_init not in EXPERT_INITS:
             raise ValueError(
-                f"`expert_init` must be one of {_EXPERT_INITS}. "
+                f"`expert_init` must be one of {EXPERT_INITS}. "
                 f"Received: expert_init={expert_init!r}"
             )
         config = sasrec.get_config()
