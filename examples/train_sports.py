@@ -56,15 +56,30 @@ def parse_args(argv):
         description=__doc__.split("\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--dataset", default="sports", choices=sorted(PAPER_TABLE_2))
+    parser.add_argument(
+        "--dataset",
+        default="sports",
+        choices=sorted(PAPER_TABLE_2),
+        help="the Amazon dataset (the paper's Table 2 row to compare with)",
+    )
     parser.add_argument(
         "--data-dir",
         default=None,
         help="local folder with the published files (else $KERAS_FAME_DATA_DIR, "
         "else download into the Keras cache)",
     )
-    parser.add_argument("--workdir", default=None, help="default: runs/<dataset>")
-    parser.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        help="work folder: checkpoints, TensorBoard logs, what a rerun resumes "
+        "from; None: runs/<dataset>",
+    )
+    parser.add_argument(
+        "--results-dir",
+        default=str(ROOT / "benchmarks" / "results"),
+        help="where <dataset>-sasrec.json and <dataset>-fame.json are written "
+        "(the default holds the committed records)",
+    )
     parser.add_argument(
         "--smoke", action="store_true", help="tiny, fast run (no results written)"
     )
