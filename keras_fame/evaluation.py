@@ -40,6 +40,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_fame.layers._utils import check_non_negative_int
+
 __all__ = [
     "RankingEvaluation",
     "evaluate_ranking",
@@ -669,11 +671,7 @@ class RankingEvaluation(keras.callbacks.Callback):
                 f"`monitor` must be one of {names} (optionally prefixed with "
                 f"{prefix!r}). Received: monitor={monitor!r}"
             )
-        if patience is not None and (not _is_int(patience) or patience < 0):
-            raise ValueError(
-                "`patience` must be a non-negative integer or None. "
-                f"Received: patience={patience!r}"
-            )
+        check_non_negative_int("patience", patience, allow_none=True)
         if not _is_int(every) or every < 1:
             raise ValueError(
                 f"`every` must be a positive integer. Received: every={every!r}"

@@ -38,7 +38,12 @@ import keras
 
 from keras_fame.datasets.splits import check_row_options
 from keras_fame.evaluation import RankingEvaluation, evaluate_ranking
-from keras_fame.layers._utils import check_positive_int, check_rate
+from keras_fame.layers._utils import (
+    check_heads_divide,
+    check_non_negative_int,
+    check_positive_int,
+    check_rate,
+)
 from keras_fame.models import FAME, SASRec
 from keras_fame.models.base import ANCHORS, NEGATIVES, SOFTMAXES
 from keras_fame.models.fame import EXPERT_INITS, FACET_INITS
@@ -165,13 +170,9 @@ class TrainConfig:
             check_positive_int(name, getattr(self, name))
         if self.eval_item_chunk_size is not None:
             check_positive_int("eval_item_chunk_size", self.eval_item_chunk_size)
-        if self.hidden_dim % self.num_heads:
-            raise ValueError(
-                "`hidden_dim` must be divisible by `num_heads`. Received: "
-                f"hidden_dim={self.hidden_dim}, num_heads={self.num_heads}"
-            )
-        _check_int("patience", self.patience, allow_none=True)
-        _check_int("seed", self.seed)
+        check_heads_divide(self.hidden_dim, self.num_heads)
+        check_non_negative_int("patience", self.patience, allow_none=True)
+        check_non_negative_int("seed", self.seed)
         check_rate("dropout", self.dropout)
         for name in ("attention_dropout", "finetune_dropout"):
             if getattr(self, name) is not None:
@@ -287,14 +288,6 @@ def config_help() -> dict[str, str]:
         elif entries:
             entries[-1][1].append(text)
     return {n: " ".join(words) for names, words in entries for n in names}
-
-
-def _check_int(name: str, value, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        expected = "a non-negative integer" + (" or None" if allow_none else "")
-        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
 
 
 def check_learning_rate(name: str, value, allow_none: bool = False) -> None:

@@ -3,6 +3,7 @@
 import keras
 
 from keras_fame.layers._utils import (
+    check_heads_divide,
     check_positive_int,
     check_rate,
     clone_initializer,
@@ -38,11 +39,7 @@ class AttentionBlockBase(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def _head_dim(self, hidden_dim: int) -> int:
-        if hidden_dim % self.num_heads:
-            raise ValueError(
-                "`hidden_dim` must be divisible by `num_heads`. Received: "
-                f"hidden_dim={hidden_dim}, num_heads={self.num_heads}"
-            )
+        check_heads_divide(hidden_dim, self.num_heads)
         return hidden_dim // self.num_heads
 
     def _attention(self, input_shape, num_experts: int) -> MoEQueryAttention:

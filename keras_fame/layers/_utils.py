@@ -1,5 +1,7 @@
 """Small helpers shared by the layers (keras.ops only)."""
 
+import numbers
+
 import keras
 from keras import ops
 
@@ -25,6 +27,22 @@ def check_positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(
             f"`{name}` must be a positive integer. Received: {name}={value!r}"
+        )
+
+
+def check_non_negative_int(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        expected = "a non-negative integer" + (" or None" if allow_none else "")
+        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
+
+
+def check_heads_divide(hidden_dim: int, num_heads: int) -> None:
+    if hidden_dim % num_heads:
+        raise ValueError(
+            "`hidden_dim` must be divisible by `num_heads`. Received: "
+            f"hidden_dim={hidden_dim}, num_heads={num_heads}"
         )
 
 

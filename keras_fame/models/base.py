@@ -9,6 +9,7 @@ from keras.src.losses.loss import scale_loss_for_distribution
 
 from keras_fame.layers._utils import (
     _MASK_VALUE,
+    check_heads_divide,
     check_positive_int,
     check_rate,
     default_initializer,
@@ -244,11 +245,7 @@ class SequentialRecommender(keras.Model):
         if intermediate_dim is None:
             intermediate_dim = 4 * hidden_dim
         check_positive_int("intermediate_dim", intermediate_dim)
-        if hidden_dim % num_heads:
-            raise ValueError(
-                "`hidden_dim` must be divisible by `num_heads`. Received: "
-                f"hidden_dim={hidden_dim}, num_heads={num_heads}"
-            )
+        check_heads_divide(hidden_dim, num_heads)
         self.num_items = num_items
         self.max_len = max_len
         self.hidden_dim = hidden_dim
