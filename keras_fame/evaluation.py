@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,7 +41,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_fame.layers._utils import check_non_negative_int
+from keras_fame.layers._utils import check_non_negative_int, check_positive_int
 
 __all__ = [
     "RankingEvaluation",
@@ -202,10 +203,7 @@ def rank_targets_chunked(
     Returns:
         float32 `(batch,)` ranks, `inf` for unrankable targets.
     """
-    if not _is_int(chunk_size) or chunk_size < 1:
-        raise ValueError(
-            f"`chunk_size` must be a positive integer. Received: chunk_size={chunk_size!r}"
-        )
+    chunk_size = check_positive_int("chunk_size", chunk_size)
     vectors = ops.convert_to_tensor(vectors)
     item_table = ops.convert_to_tensor(item_table)
     if len(vectors.shape) != 2 or len(item_table.shape) != 2:
@@ -375,7 +373,7 @@ def _describe(element: Any) -> str:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _split_element(element: Any) -> tuple[Any, Any, Any]:
@@ -423,12 +421,10 @@ class _RankingEvaluator:
         run_eagerly: bool = False,
         item_chunk_size: int | None = None,
     ):
+        item_chunk_size = check_positive_int(
+            "item_chunk_size", item_chunk_size, allow_none=True
+        )
         if item_chunk_size is not None:
-            if not _is_int(item_chunk_size) or item_chunk_size < 1:
-                raise ValueError(
-                    "`item_chunk_size` must be a positive integer or None. "
-                    f"Received: item_chunk_size={item_chunk_size!r}"
-                )
             for method in ("user_vectors", "item_table"):
                 if not callable(getattr(model, method, None)):
                     raise TypeError(
@@ -671,11 +667,8 @@ class RankingEvaluation(keras.callbacks.Callback):
                 f"`monitor` must be one of {names} (optionally prefixed with "
                 f"{prefix!r}). Received: monitor={monitor!r}"
             )
-        check_non_negative_int("patience", patience, allow_none=True)
-        if not _is_int(every) or every < 1:
-            raise ValueError(
-                f"`every` must be a positive integer. Received: every={every!r}"
-            )
+        patience = check_non_negative_int("patience", patience, allow_none=True)
+        every = check_positive_int("every", every)
         if not isinstance(min_delta, (int, float)) or min_delta < 0:
             raise ValueError(
                 "`min_delta` must be a non-negative number. "

@@ -54,6 +54,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_fame.layers._utils import check_positive_int
 from keras_fame.models.base import SequentialRecommender
 from keras_fame.models.fame import FAME
 
@@ -159,14 +160,8 @@ def export_for_serving(
             "`name` must be a non-empty directory name of letters, digits, '_', "
             f"'-' and '.', not starting with '.'. Received: name={name!r}"
         )
-    if version is not None and (
-        isinstance(version, bool) or not isinstance(version, int) or version < 1
-    ):
-        raise ValueError(
-            f"`version` must be a positive integer or None. Received: version={version!r}"
-        )
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"`k` must be a positive integer. Received: k={k!r}")
+    version = check_positive_int("version", version, allow_none=True)
+    k = check_positive_int("k", k)
     if k > model.num_items:
         raise ValueError(
             f"`k` must be at most the model's num_items={model.num_items}. "

@@ -166,13 +166,18 @@ class TrainConfig:
         # Every field is checked here, so that a typo fails at once with the
         # field's name, not when the stage that reads it starts (FAME's
         # fields only after SASRec's pretraining).
+        # Integers are stored as Python ints (NumPy ones are accepted), so
+        # that the config is always JSON-serializable.
         for name in _POSITIVE_INT_FIELDS:
-            check_positive_int(name, getattr(self, name))
-        if self.eval_item_chunk_size is not None:
-            check_positive_int("eval_item_chunk_size", self.eval_item_chunk_size)
+            setattr(self, name, check_positive_int(name, getattr(self, name)))
+        self.eval_item_chunk_size = check_positive_int(
+            "eval_item_chunk_size", self.eval_item_chunk_size, allow_none=True
+        )
         check_heads_divide(self.hidden_dim, self.num_heads)
-        check_non_negative_int("patience", self.patience, allow_none=True)
-        check_non_negative_int("seed", self.seed)
+        self.patience = check_non_negative_int(
+            "patience", self.patience, allow_none=True
+        )
+        self.seed = check_non_negative_int("seed", self.seed)
         check_rate("dropout", self.dropout)
         for name in ("attention_dropout", "finetune_dropout"):
             if getattr(self, name) is not None:

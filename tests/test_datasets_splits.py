@@ -297,6 +297,12 @@ def test_pipeline_rejects_out_of_range_ids():
         SequenceDataset([[1, 2, 3]]).train_dataset()
     with pytest.raises(ValueError, match=r"`batch_size` must be a positive integer"):
         make_train_dataset(x, y, num_items=9, batch_size=0)
+    with pytest.raises(ValueError, match=r"`batch_size` must be .*batch_size=True"):
+        make_train_dataset(x, y, num_items=9, batch_size=True)
+    with pytest.raises(ValueError, match=r"`bucket_window` must be a positive"):
+        make_train_dataset(x, y, num_items=9, bucket=True, bucket_window=0)
+    ((inputs, targets),) = make_train_dataset(x, y, num_items=9, batch_size=np.int64(4))
+    np.testing.assert_array_equal(targets, y)
     with pytest.raises(ValueError, match=r"`seen_ids` holds item id 7"):
         make_eval_dataset(
             x, np.array([1, 7]), np.array([2]), np.array([3]), num_items=5

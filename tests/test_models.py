@@ -243,6 +243,9 @@ def test_out_of_vocabulary_ids_raise(model):
         ({"dropout": -0.1}, "dropout"),
         ({"num_experts": 0}, "num_experts"),
         ({"position_anchor": "left"}, "`position_anchor`.*position_anchor='left'"),
+        ({"num_blocks": True}, r"`num_blocks` must be a positive integer.*=True"),
+        ({"max_len": 5.0}, r"`max_len` must be a positive integer.*=5\.0"),
+        ({"num_heads": np.int64(0)}, "`num_heads` must be a positive integer"),
     ],
 )
 def test_bad_model_arguments(kwargs, message):
@@ -250,6 +253,29 @@ def test_bad_model_arguments(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         FAME(**args)
+
+
+def test_numpy_integer_sizes(tmp_path):
+    # `num_items=ids.max()` is a NumPy integer; Keras' own layers (Embedding)
+    # reject those, so the models store Python ints.
+    sasrec = SASRec(
+        num_items=np.int64(NUM_ITEMS),
+        max_len=np.int64(MAX_LEN),
+        hidden_dim=np.int32(16),
+        num_blocks=np.int64(1),
+        num_heads=np.int64(2),
+    )
+    fame = FAME.from_sasrec(sasrec, num_experts=np.int64(3))
+    for model in (sasrec, fame):
+        config = model.get_config()
+        for name in ("num_items", "max_len", "hidden_dim", "num_heads"):
+            assert type(config[name]) is int
+        assert model(np.array([[0, 1, 2]])).shape == (1, 3, 16)
+    assert type(fame.get_config()["num_experts"]) is int
+    assert fame.recommend(np.array([[1, 2]]), k=np.int64(4))[0].shape == (1, 4)
+    fame.save(tmp_path / "fame.keras")
+    restored = keras.saving.load_model(tmp_path / "fame.keras")
+    assert restored.num_items == NUM_ITEMS and restored.num_experts == 3
 
 
 def test_keras_round_trip(model, tmp_path):

@@ -255,6 +255,26 @@ def test_config_accepts_its_edge_values():
     )
 
 
+def test_config_stores_numpy_integers_as_python_ints():
+    # e.g. sizes read off an array (`ids.max()`) or a NumPy grid.
+    config = _config(
+        hidden_dim=np.int64(8),
+        num_heads=np.int32(2),
+        patience=np.int64(3),
+        seed=np.uint8(7),
+        eval_item_chunk_size=np.int64(5),
+    )
+    for name, value in (
+        ("hidden_dim", 8),
+        ("num_heads", 2),
+        ("patience", 3),
+        ("seed", 7),
+        ("eval_item_chunk_size", 5),
+    ):
+        assert type(getattr(config, name)) is int and getattr(config, name) == value
+    json.dumps(dataclasses.asdict(config))  # a record can be written
+
+
 def test_config_help_documents_every_field():
     docs = config_help()
     names = [field.name for field in dataclasses.fields(TrainConfig)]

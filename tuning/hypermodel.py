@@ -27,13 +27,14 @@ import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import keras
 import keras_tuner
 
 from keras_fame.evaluation import RankingEvaluation, evaluate_ranking
+from keras_fame.layers._utils import check_non_negative_int, check_positive_int
 from keras_fame.models import FAME, SASRec
+from keras_fame.models.fame import EXPERT_INITS, FACET_INITS
 from keras_fame.training import (
     TrainConfig,
     check_learning_rate,
@@ -430,22 +431,16 @@ class FAMEHyperModel(keras_tuner.HyperModel):
             raise ValueError(
                 f"`space` must be a SearchSpace. Received: space={space!r}"
             )
-        for arg, value in (
-            ("epochs", epochs),
-            ("max_len", max_len),
-            ("batch_size", batch_size),
-            ("eval_batch_size", eval_batch_size),
-        ):
-            _check_positive(arg, value)
+        epochs = check_positive_int("epochs", epochs)
+        max_len = check_positive_int("max_len", max_len)
+        batch_size = check_positive_int("batch_size", batch_size)
+        eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size)
         pretrain_epochs = epochs if pretrain_epochs is None else pretrain_epochs
-        _check_positive("pretrain_epochs", pretrain_epochs)
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+        pretrain_epochs = check_positive_int("pretrain_epochs", pretrain_epochs)
+        patience = check_non_negative_int("patience", patience)
+        if expert_init not in EXPERT_INITS:
             raise ValueError(
-                f"`patience` must be a non-negative integer. Received: patience={patience!r}"
-            )
-        if expert_init not in ("random", "pretrained"):
-            raise ValueError(
-                "`expert_init` must be 'random' or 'pretrained'. "
+                f"`expert_init` must be one of {EXPERT_INITS}. "
                 f"Received: expert_init={expert_init!r}"
             )
         self.dataset = dataset
@@ -456,9 +451,9 @@ class FAMEHyperModel(keras_tuner.HyperModel):
         self.max_len = max_len
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
-        if facet_init not in ("random", "identity"):
+        if facet_init not in FACET_INITS:
             raise ValueError(
-                "`facet_init` must be 'random' or 'identity'. "
+                f"`facet_init` must be one of {FACET_INITS}. "
                 f"Received: facet_init={facet_init!r}"
             )
         self.expert_init = expert_init
@@ -709,10 +704,3 @@ def _is_checkpoint(callback) -> bool:
     except ImportError:  # pragma: no cover - other KerasTuner layouts
         return hasattr(callback, "objective") and hasattr(callback, "filepath")
     return isinstance(callback, SaveBestEpoch)
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}"
-        )

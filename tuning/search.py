@@ -41,6 +41,7 @@ if __package__ in (None, ""):  # `python tuning/search.py`: import from the repo
 
 import keras_tuner  # noqa: E402
 
+from keras_fame.layers._utils import check_positive_int  # noqa: E402
 from keras_fame.training import TrainConfig  # noqa: E402
 from tuning.hypermodel import (  # noqa: E402
     HP_NAMES,
@@ -180,14 +181,7 @@ def make_tuner(
     """
     if kind not in TUNERS:
         raise ValueError(f"`kind` must be one of {TUNERS}. Received: kind={kind!r}")
-    if max_trials is not None and (
-        isinstance(max_trials, bool)
-        or not isinstance(max_trials, int)
-        or max_trials < 1
-    ):
-        raise ValueError(
-            f"`max_trials` must be a positive integer or None. Received: max_trials={max_trials!r}"
-        )
+    max_trials = check_positive_int("max_trials", max_trials, allow_none=True)
     common = dict(
         directory=os.fspath(directory),
         project_name=project_name or kind,

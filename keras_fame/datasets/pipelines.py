@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_fame.datasets.splits import check_id_range
+from keras_fame.layers._utils import check_positive_int
 
 
 def make_train_dataset(
@@ -72,7 +73,7 @@ def make_train_dataset(
     >>> [a.shape for a in next(iter(ds))]
     [TensorShape([1, 3]), TensorShape([1, 3])]
     """
-    _check_batch_size(batch_size)
+    batch_size = check_positive_int("batch_size", batch_size)
     inputs = np.asarray(inputs)
     targets = np.asarray(targets)
     one_per_row = targets.ndim == 1
@@ -130,7 +131,7 @@ def make_train_dataset(
         )
         return finish(dataset)
 
-    _check_batch_size(bucket_window)
+    bucket_window = check_positive_int("bucket_window", bucket_window)
     lengths = tf.constant(np.count_nonzero(inputs, axis=1).astype(np.int64))
     max_len = inputs.shape[1]
 
@@ -195,7 +196,7 @@ def make_eval_dataset(
         padded with 0 on the right to the longest history of the batch) and
         `target` int32 `(batch,)`.
     """
-    _check_batch_size(batch_size)
+    batch_size = check_positive_int("batch_size", batch_size)
     item_ids = np.asarray(item_ids)
     targets = np.asarray(targets)
     seen_lengths = np.asarray(seen_lengths, dtype=np.int64)
@@ -228,10 +229,3 @@ def make_eval_dataset(
     rows = tf.data.Dataset.range(len(targets)).batch(batch_size)
     dataset = rows.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
-        raise ValueError(
-            f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}"
-        )

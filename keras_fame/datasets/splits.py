@@ -19,6 +19,8 @@ import dataclasses
 
 import numpy as np
 
+from keras_fame.layers._utils import check_positive_int
+
 EVAL_SPLITS = ("valid", "test")
 
 
@@ -217,7 +219,7 @@ def train_arrays(
         positions masked by an overlapping `stride`, or all but the last with
         `prefixes`).
     """
-    _check_max_len(max_len)
+    max_len = check_positive_int("max_len", max_len)
     starts, ends, keep_from = train_windows(
         offsets, max_len, windows, stride, prefixes, empty_prefix
     )
@@ -278,7 +280,7 @@ def eval_arrays(
         raise ValueError(
             f"`split` must be 'valid' or 'test'. Received: split={split!r}"
         )
-    _check_max_len(max_len)
+    max_len = check_positive_int("max_len", max_len)
     lengths = offsets[1:] - offsets[:-1]
     user_index = np.flatnonzero(lengths >= 3)
     starts = offsets[:-1][user_index]
@@ -313,11 +315,4 @@ def check_id_range(array: np.ndarray, num_items: int, name: str) -> None:
         raise ValueError(
             f"`{name}` holds item id {int(array[where])} at index {where}, outside "
             f"[0, num_items={num_items}] (0 is padding)"
-        )
-
-
-def _check_max_len(max_len: int) -> None:
-    if not isinstance(max_len, int | np.integer) or max_len < 1:
-        raise ValueError(
-            f"`max_len` must be a positive integer. Received: max_len={max_len!r}"
         )

@@ -26,7 +26,7 @@ class AttentionBlockBase(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check_positive_int("num_heads", num_heads)
+        num_heads = check_positive_int("num_heads", num_heads)
         check_rate("dropout", dropout)
         check_rate("attention_dropout", attention_dropout)
         self.num_heads = num_heads

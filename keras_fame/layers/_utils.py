@@ -23,19 +23,31 @@ def clone_initializer(initializer):
     return keras.initializers.get(initializer)
 
 
-def check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}"
-        )
+def check_positive_int(name: str, value, allow_none: bool = False) -> int | None:
+    """Returns `value` as a Python int, or raises a ValueError naming `name`.
+
+    Python and NumPy integers >= 1 pass (so `ids.max()` is a valid `num_items`);
+    booleans, floats and strings do not. With `allow_none`, None passes too.
+    """
+    return _check_int(name, value, 1, "a positive integer", allow_none)
 
 
-def check_non_negative_int(name: str, value, allow_none: bool = False) -> None:
+def check_non_negative_int(name: str, value, allow_none: bool = False) -> int | None:
+    """Returns `value` as a Python int if it is an integer >= 0 (see above)."""
+    return _check_int(name, value, 0, "a non-negative integer", allow_none)
+
+
+def _check_int(name: str, value, minimum: int, expected: str, allow_none: bool):
     if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        expected = "a non-negative integer" + (" or None" if allow_none else "")
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value < minimum
+    ):
+        expected += " or None" if allow_none else ""
         raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
+    return int(value)
 
 
 def check_heads_divide(hidden_dim: int, num_heads: int) -> None:

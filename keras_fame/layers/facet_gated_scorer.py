@@ -63,7 +63,7 @@ class FacetGatedScorer(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check_positive_int("num_heads", num_heads)
+        num_heads = check_positive_int("num_heads", num_heads)
         self.num_heads = num_heads
         if kernel_initializer == "default":
             kernel_initializer = default_initializer()

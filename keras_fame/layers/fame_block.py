@@ -71,7 +71,7 @@ class FAMEBlock(AttentionBlockBase):
             kernel_initializer=kernel_initializer,
             **kwargs,
         )
-        check_positive_int("num_experts", num_experts)
+        num_experts = check_positive_int("num_experts", num_experts)
         self.num_experts = num_experts
 
     def build(self, input_shape):

@@ -100,8 +100,8 @@ class MoEQueryAttention(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check_positive_int("num_heads", num_heads)
-        check_positive_int("num_experts", num_experts)
+        num_heads = check_positive_int("num_heads", num_heads)
+        num_experts = check_positive_int("num_experts", num_experts)
         check_rate("dropout", dropout)
         self.num_heads = num_heads
         self.num_experts = num_experts

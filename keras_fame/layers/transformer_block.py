@@ -61,7 +61,7 @@ class TransformerBlock(AttentionBlockBase):
             kernel_initializer=kernel_initializer,
             **kwargs,
         )
-        check_positive_int("intermediate_dim", intermediate_dim)
+        intermediate_dim = check_positive_int("intermediate_dim", intermediate_dim)
         self.intermediate_dim = intermediate_dim
         self.supports_masking = True
 

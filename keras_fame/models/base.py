@@ -218,7 +218,7 @@ class SequentialRecommender(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check_positive_int("num_items", num_items)
+        num_items = check_positive_int("num_items", num_items)
         if softmax not in SOFTMAXES:
             raise ValueError(
                 f"`softmax` must be one of {SOFTMAXES}. Received: softmax={softmax!r}"
@@ -233,18 +233,18 @@ class SequentialRecommender(keras.Model):
                 f"`position_anchor` must be one of {ANCHORS}. "
                 f"Received: position_anchor={position_anchor!r}"
             )
-        check_positive_int("num_negatives", num_negatives)
-        check_positive_int("max_len", max_len)
-        check_positive_int("hidden_dim", hidden_dim)
-        check_positive_int("num_blocks", num_blocks)
-        check_positive_int("num_heads", num_heads)
+        num_negatives = check_positive_int("num_negatives", num_negatives)
+        max_len = check_positive_int("max_len", max_len)
+        hidden_dim = check_positive_int("hidden_dim", hidden_dim)
+        num_blocks = check_positive_int("num_blocks", num_blocks)
+        num_heads = check_positive_int("num_heads", num_heads)
         check_rate("dropout", dropout)
         if attention_dropout is None:
             attention_dropout = dropout
         check_rate("attention_dropout", attention_dropout)
         if intermediate_dim is None:
             intermediate_dim = 4 * hidden_dim
-        check_positive_int("intermediate_dim", intermediate_dim)
+        intermediate_dim = check_positive_int("intermediate_dim", intermediate_dim)
         check_heads_divide(hidden_dim, num_heads)
         self.num_items = num_items
         self.max_len = max_len
@@ -596,7 +596,7 @@ class SequentialRecommender(keras.Model):
             first. The padding id 0 is never returned. When fewer than `k`
             unseen items exist, the missing slots hold id -1 and score -inf.
         """
-        check_positive_int("k", k)
+        k = check_positive_int("k", k)
         if k > self.num_items:
             raise ValueError(
                 f"`k` must be at most num_items={self.num_items}. Received: k={k}"

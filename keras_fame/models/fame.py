@@ -70,7 +70,7 @@ class FAME(SequentialRecommender):
         facet_activation: str = "relu",
         **kwargs,
     ):
-        check_positive_int("num_experts", num_experts)
+        num_experts = check_positive_int("num_experts", num_experts)
         super().__init__(
             num_items=num_items,
             max_len=max_len,
@@ -193,7 +193,7 @@ class FAME(SequentialRecommender):
             `(batch, num_heads, num_experts)`, and `top_ids` / `top_scores`
             `(batch, k)`, the final gated list (as `recommend`).
         """
-        check_positive_int("k", k)
+        k = check_positive_int("k", k)
         item_ids = self._check_item_ids(item_ids)
         context = self._context(item_ids)
         x, padding_mask = self._embed(context, training=False)
