@@ -105,7 +105,15 @@ def test_two_replicas_match_one_device():
         one, two = out[name]["loss"]
         assert one == pytest.approx(two, rel=1e-5), name
         assert out[name]["weight_diff"] < 1e-4, name
-        assert out[name]["ndcg"][0] == pytest.approx(out[name]["ndcg"][1], abs=1e-6)
+        # Equal weights rank equally. Weights that differ by float rounding
+        # (FAME_prefixes: about 5e-5 after 102 steps at 1e-2) can swap a near
+        # tie, which moves NDCG@20 by at most one of the 240 users' share
+        # (seen on an AMD EPYC: 0.09664 vs 0.09759, and two's weights give
+        # two's NDCG without the strategy too, so evaluation is not the cause).
+        tolerance = 1e-6 if out[name]["weight_diff"] < 1e-5 else 1 / 240
+        assert out[name]["ndcg"][0] == pytest.approx(
+            out[name]["ndcg"][1], abs=tolerance
+        ), name
     assert out["uncounted_weight_diff"] > 1e-3
 
 
