@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,7 +40,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_fame.layers._utils import check_non_negative_int, check_positive_int
+from keras_fame.layers._utils import (
+    check_non_negative_int,
+    check_positive_int,
+    is_int,
+)
 
 __all__ = [
     "RankingEvaluation",
@@ -288,14 +291,14 @@ def rank_targets_chunked(
 
 def _check_ks(ks: Any, name: str = "ks") -> tuple[int, ...]:
     """Validates cut-offs: positive ints, deduplicated, order kept."""
-    if _is_int(ks):
+    if is_int(ks):
         ks = (ks,)
     if isinstance(ks, (str, bytes)) or not isinstance(ks, Iterable):
         raise ValueError(
             f"`{name}` must be a sequence of positive integers. Received: {name}={ks!r}"
         )
     ks = tuple(ks)
-    if not ks or any(not _is_int(k) or k < 1 for k in ks):
+    if not ks or any(not is_int(k) or k < 1 for k in ks):
         raise ValueError(
             f"`{name}` must be a non-empty sequence of positive integers. "
             f"Received: {name}={ks!r}"
@@ -370,10 +373,6 @@ def _describe(element: Any) -> str:
     if isinstance(element, (tuple, list)):
         return f"a {type(element).__name__} of {len(element)} parts"
     return f"an element of type {type(element).__name__}"
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _split_element(element: Any) -> tuple[Any, Any, Any]:

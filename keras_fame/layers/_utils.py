@@ -37,14 +37,15 @@ def check_non_negative_int(name: str, value, allow_none: bool = False) -> int | 
     return _check_int(name, value, 0, "a non-negative integer", allow_none)
 
 
+def is_int(value) -> bool:
+    """Whether `value` is a Python or NumPy integer (booleans are not)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_int(name: str, value, minimum: int, expected: str, allow_none: bool):
     if value is None and allow_none:
         return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Integral)
-        or value < minimum
-    ):
+    if not is_int(value) or value < minimum:
         expected += " or None" if allow_none else ""
         raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
     return int(value)
