@@ -45,6 +45,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from keras_fame.layers._utils import check_choice
+
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 
 
@@ -63,11 +65,7 @@ def make_strategy(
     Returns:
         The strategy; build models inside its `scope()`.
     """
-    if distribution not in DISTRIBUTIONS:
-        raise ValueError(
-            f"`distribution` must be one of {DISTRIBUTIONS}. "
-            f"Received: distribution={distribution!r}"
-        )
+    distribution = check_choice("distribution", distribution, DISTRIBUTIONS)
     if distribution == "none":
         if devices:
             raise ValueError("`devices` is only used with distribution='mirrored'.")

@@ -54,7 +54,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_fame.layers._utils import check_positive_int
+from keras_fame.layers._utils import check_choice, check_positive_int
 from keras_fame.models.base import SequentialRecommender
 from keras_fame.models.fame import FAME
 
@@ -799,10 +799,7 @@ def outputs_to_rest_response(
     ...     {"top_k_ids": np.array([[3, 9]]), "top_k_scores": np.array([[0.5, 0.25]])})
     {'predictions': [{'top_k_ids': [3, 9], 'top_k_scores': [0.5, 0.25]}]}
     """
-    if format not in ("row", "columnar"):
-        raise ValueError(
-            f'`format` must be "row" or "columnar". Received: format={format!r}'
-        )
+    format = check_choice("format", format, ("row", "columnar"))
     if not outputs:
         raise ValueError("Cannot convert empty tensor map to JSON")
     arrays = {key: np.asarray(value) for key, value in sorted(outputs.items())}

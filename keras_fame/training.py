@@ -39,6 +39,7 @@ import keras
 from keras_fame.datasets.splits import check_row_options
 from keras_fame.evaluation import RankingEvaluation, evaluate_ranking
 from keras_fame.layers._utils import (
+    check_choice,
     check_heads_divide,
     check_non_negative_int,
     check_positive_int,
@@ -187,11 +188,7 @@ class TrainConfig:
             "finetune_learning_rate", self.finetune_learning_rate, allow_none=True
         )
         for name, choices in config_choices().items():
-            value = getattr(self, name)
-            if value not in choices:
-                raise ValueError(
-                    f"`{name}` must be one of {choices}. Received: {name}={value!r}"
-                )
+            setattr(self, name, check_choice(name, getattr(self, name), choices))
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.type == "bool" and not isinstance(value, bool):

@@ -73,6 +73,10 @@ def test_vocabulary_save_and_reload(tmp_path):
     assert vocab.encode(["plum", "pear"]).tolist() == [3, 1]
     assert vocab.decode([2]).tolist() == ["apple"]
     assert vocab.encode(["kiwi"], unknown="zero").tolist() == [0]
+    with pytest.raises(
+        ValueError, match=r"`unknown` must be one of \('error', 'zero'\)"
+    ):
+        vocab.encode(["kiwi"], unknown="skip")
     with pytest.raises(KeyError, match="'kiwi' is not in the vocabulary"):
         vocab.encode(["kiwi"])
     with pytest.raises(ValueError, match=r"model ids must lie in \[1, 3\]"):

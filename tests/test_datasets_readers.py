@@ -214,6 +214,10 @@ def test_log_non_integer_id_when_integers_required(tmp_path):
     expected = f"{path}, line 3, column 'item_id': expected an integer id, got 'x9'"
     with pytest.raises(ValueError, match=re.escape(expected)):
         read_interactions(path, id_type="int")
+    with pytest.raises(
+        ValueError, match=r"`id_type` must be one of .*id_type=<class 'int'>"
+    ):
+        read_interactions(path, id_type=int)
 
 
 def test_log_fractional_id_in_dataframe():

@@ -169,7 +169,7 @@ def test_stride_validation(ds):
         ds.train_arrays(max_len=5, windows=True, stride=6)
     with pytest.raises(ValueError, match=r"`max_len` must be a positive integer"):
         ds.train_arrays(max_len=0)
-    with pytest.raises(ValueError, match=r"`split` must be 'valid' or 'test'"):
+    with pytest.raises(ValueError, match=r"`split` must be one of \('valid', 'test'\)"):
         ds.eval_arrays("train")
 
 

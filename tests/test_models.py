@@ -243,6 +243,8 @@ def test_out_of_vocabulary_ids_raise(model):
         ({"dropout": -0.1}, "dropout"),
         ({"num_experts": 0}, "num_experts"),
         ({"position_anchor": "left"}, "`position_anchor`.*position_anchor='left'"),
+        ({"softmax": None}, r"`softmax` must be one of \('full', 'sampled'\)"),
+        ({"negatives": ["uniform"]}, r"`negatives` must be one of .*\['uniform'\]"),
         ({"num_blocks": True}, r"`num_blocks` must be a positive integer.*=True"),
         ({"max_len": 5.0}, r"`max_len` must be a positive integer.*=5\.0"),
         ({"num_heads": np.int64(0)}, "`num_heads` must be a positive integer"),
@@ -276,6 +278,25 @@ def test_numpy_integer_sizes(tmp_path):
     fame.save(tmp_path / "fame.keras")
     restored = keras.saving.load_model(tmp_path / "fame.keras")
     assert restored.num_items == NUM_ITEMS and restored.num_experts == 3
+
+
+def test_numpy_string_choices_are_stored_as_python_strings():
+    # e.g. a choice read off a NumPy array of grid values.
+    sasrec = SASRec(
+        num_items=NUM_ITEMS,
+        hidden_dim=16,
+        num_heads=2,
+        position_anchor=np.array(["start"])[0],
+        negatives=np.str_("in_batch"),
+    )
+    fame = FAME.from_sasrec(sasrec, num_experts=2, facet_init=np.str_("identity"))
+    for model in (sasrec, fame):
+        config = model.get_config()
+        assert type(config["position_anchor"]) is str
+        assert config["position_anchor"] == "start"
+        assert type(config["negatives"]) is str
+    with pytest.raises(ValueError, match=r"`expert_init` must be one of"):
+        FAME.from_sasrec(sasrec, num_experts=2, expert_init=None)
 
 
 def test_keras_round_trip(model, tmp_path):

@@ -275,6 +275,14 @@ def test_config_stores_numpy_integers_as_python_ints():
     json.dumps(dataclasses.asdict(config))  # a record can be written
 
 
+def test_config_stores_numpy_string_choices_as_python_strings():
+    config = _config(softmax=np.str_("sampled"), expert_init=np.str_("random"))
+    assert type(config.softmax) is str and config.softmax == "sampled"
+    assert type(config.expert_init) is str and config.expert_init == "random"
+    with pytest.raises(ValueError, match=r"`softmax` must be one of.*softmax=None"):
+        _config(softmax=None)
+
+
 def test_config_help_documents_every_field():
     docs = config_help()
     names = [field.name for field in dataclasses.fields(TrainConfig)]

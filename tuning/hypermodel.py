@@ -32,7 +32,11 @@ import keras
 import keras_tuner
 
 from keras_fame.evaluation import RankingEvaluation, evaluate_ranking
-from keras_fame.layers._utils import check_non_negative_int, check_positive_int
+from keras_fame.layers._utils import (
+    check_choice,
+    check_non_negative_int,
+    check_positive_int,
+)
 from keras_fame.models import FAME, SASRec
 from keras_fame.models.fame import EXPERT_INITS, FACET_INITS
 from keras_fame.training import (
@@ -438,11 +442,7 @@ class FAMEHyperModel(keras_tuner.HyperModel):
         pretrain_epochs = epochs if pretrain_epochs is None else pretrain_epochs
         pretrain_epochs = check_positive_int("pretrain_epochs", pretrain_epochs)
         patience = check_non_negative_int("patience", patience)
-        if expert_init not in EXPERT_INITS:
-            raise ValueError(
-                f"`expert_init` must be one of {EXPERT_INITS}. "
-                f"Received: expert_init={expert_init!r}"
-            )
+        expert_init = check_choice("expert_init", expert_init, EXPERT_INITS)
         self.dataset = dataset
         self.space = space
         self.epochs = epochs
@@ -451,11 +451,7 @@ class FAMEHyperModel(keras_tuner.HyperModel):
         self.max_len = max_len
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
-        if facet_init not in FACET_INITS:
-            raise ValueError(
-                f"`facet_init` must be one of {FACET_INITS}. "
-                f"Received: facet_init={facet_init!r}"
-            )
+        facet_init = check_choice("facet_init", facet_init, FACET_INITS)
         self.expert_init = expert_init
         self.facet_init = facet_init
         self.warm_start = bool(warm_start)

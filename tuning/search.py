@@ -41,7 +41,7 @@ if __package__ in (None, ""):  # `python tuning/search.py`: import from the repo
 
 import keras_tuner  # noqa: E402
 
-from keras_fame.layers._utils import check_positive_int  # noqa: E402
+from keras_fame.layers._utils import check_choice, check_positive_int  # noqa: E402
 from keras_fame.training import TrainConfig  # noqa: E402
 from tuning.hypermodel import (  # noqa: E402
     HP_NAMES,
@@ -179,8 +179,7 @@ def make_tuner(
     Returns:
         The tuner (not yet searched).
     """
-    if kind not in TUNERS:
-        raise ValueError(f"`kind` must be one of {TUNERS}. Received: kind={kind!r}")
+    kind = check_choice("kind", kind, TUNERS)
     max_trials = check_positive_int("max_trials", max_trials, allow_none=True)
     common = dict(
         directory=os.fspath(directory),

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from keras_fame.layers._utils import check_choice
+
 DUPLICATE_POLICIES = ("keep", "drop_exact", "drop_consecutive", "keep_first")
 
 _VOCABULARY_FORMAT = "keras_fame.vocabulary/1"
@@ -97,10 +99,7 @@ class Vocabulary(Mapping):
         Returns:
             An int32 array of model ids.
         """
-        if unknown not in ("error", "zero"):
-            raise ValueError(
-                f"`unknown` must be 'error' or 'zero'. Received: unknown={unknown!r}"
-            )
+        unknown = check_choice("unknown", unknown, ("error", "zero"))
         values = np.asarray(original_ids).tolist()
         if unknown == "error":
             return np.asarray([self[v] for v in values], dtype=np.int32)
@@ -288,11 +287,7 @@ def duplicate_mask(
     Returns:
         A boolean array, True where the row is a duplicate to drop.
     """
-    if policy not in DUPLICATE_POLICIES:
-        raise ValueError(
-            f"`duplicates` must be one of {DUPLICATE_POLICIES}. Received: "
-            f"duplicates={policy!r}"
-        )
+    policy = check_choice("duplicates", policy, DUPLICATE_POLICIES)
     n = len(user_codes)
     if policy == "keep" or n == 0:
         return np.zeros(n, dtype=bool)

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from keras_fame.layers._utils import check_choice
+
 PathLike = str | os.PathLike
 
 _INT_TOKEN = re.compile(r"[0-9]+", re.ASCII)
@@ -427,10 +429,7 @@ def read_interactions(
     >>> read_interactions(log)["item"].tolist()
     ['a', 'b']
     """
-    if id_type not in ("auto", "int", "str"):
-        raise ValueError(
-            f"`id_type` must be 'auto', 'int' or 'str'. Received: id_type={id_type!r}"
-        )
+    id_type = check_choice("id_type", id_type, ("auto", "int", "str"))
     if isinstance(source, pd.DataFrame):
         frame, kind, where = source, "row", "DataFrame"
     else:

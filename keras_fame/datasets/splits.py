@@ -19,7 +19,7 @@ import dataclasses
 
 import numpy as np
 
-from keras_fame.layers._utils import check_positive_int
+from keras_fame.layers._utils import check_choice, check_positive_int
 
 EVAL_SPLITS = ("valid", "test")
 
@@ -276,10 +276,7 @@ def eval_arrays(
     Returns:
         An `EvalArrays`; users with fewer than 3 items are not included.
     """
-    if split not in EVAL_SPLITS:
-        raise ValueError(
-            f"`split` must be 'valid' or 'test'. Received: split={split!r}"
-        )
+    split = check_choice("split", split, EVAL_SPLITS)
     max_len = check_positive_int("max_len", max_len)
     lengths = offsets[1:] - offsets[:-1]
     user_index = np.flatnonzero(lengths >= 3)

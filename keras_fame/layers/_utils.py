@@ -51,6 +51,16 @@ def _check_int(name: str, value, minimum: int, expected: str, allow_none: bool):
     return int(value)
 
 
+def check_choice(name: str, value, choices) -> str:
+    """Returns the entry of the string `choices` equal to `value` (a Python
+    str, also for a NumPy string), or raises a ValueError naming `name`."""
+    if isinstance(value, str):
+        for choice in choices:
+            if value == choice:
+                return choice
+    raise ValueError(f"`{name}` must be one of {choices}. Received: {name}={value!r}")
+
+
 def check_heads_divide(hidden_dim: int, num_heads: int) -> None:
     if hidden_dim % num_heads:
         raise ValueError(

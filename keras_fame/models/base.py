@@ -9,6 +9,7 @@ from keras.src.losses.loss import scale_loss_for_distribution
 
 from keras_fame.layers._utils import (
     _MASK_VALUE,
+    check_choice,
     check_heads_divide,
     check_positive_int,
     check_rate,
@@ -52,10 +53,7 @@ class PositionEmbedding(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if anchor not in ANCHORS:
-            raise ValueError(
-                f"`anchor` must be one of {ANCHORS}. Received: anchor={anchor!r}"
-            )
+        anchor = check_choice("anchor", anchor, ANCHORS)
         self.max_len = max_len
         self.hidden_dim = hidden_dim
         self.anchor = anchor
@@ -219,20 +217,9 @@ class SequentialRecommender(keras.Model):
     ):
         super().__init__(**kwargs)
         num_items = check_positive_int("num_items", num_items)
-        if softmax not in SOFTMAXES:
-            raise ValueError(
-                f"`softmax` must be one of {SOFTMAXES}. Received: softmax={softmax!r}"
-            )
-        if negatives not in NEGATIVES:
-            raise ValueError(
-                f"`negatives` must be one of {NEGATIVES}. "
-                f"Received: negatives={negatives!r}"
-            )
-        if position_anchor not in ANCHORS:
-            raise ValueError(
-                f"`position_anchor` must be one of {ANCHORS}. "
-                f"Received: position_anchor={position_anchor!r}"
-            )
+        softmax = check_choice("softmax", softmax, SOFTMAXES)
+        negatives = check_choice("negatives", negatives, NEGATIVES)
+        position_anchor = check_choice("position_anchor", position_anchor, ANCHORS)
         num_negatives = check_positive_int("num_negatives", num_negatives)
         max_len = check_positive_int("max_len", max_len)
         hidden_dim = check_positive_int("hidden_dim", hidden_dim)

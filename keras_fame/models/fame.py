@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_fame.layers._utils import check_positive_int
+from keras_fame.layers._utils import check_choice, check_positive_int
 from keras_fame.layers.facet_gated_scorer import FacetGatedScorer
 from keras_fame.layers.fame_block import FAMEBlock
 from keras_fame.models.base import SequentialRecommender, top_k_items
@@ -262,16 +262,8 @@ class FAME(SequentialRecommender):
             raise TypeError(
                 f"`sasrec` must be a keras_fame.models.SASRec. Received: {type(sasrec)}"
             )
-        if facet_init not in FACET_INITS:
-            raise ValueError(
-                f"`facet_init` must be one of {FACET_INITS}. "
-                f"Received: facet_init={facet_init!r}"
-            )
-        if expert_init not in EXPERT_INITS:
-            raise ValueError(
-                f"`expert_init` must be one of {EXPERT_INITS}. "
-                f"Received: expert_init={expert_init!r}"
-            )
+        facet_init = check_choice("facet_init", facet_init, FACET_INITS)
+        expert_init = check_choice("expert_init", expert_init, EXPERT_INITS)
         config = sasrec.get_config()
         config = {
             key: config[key]
