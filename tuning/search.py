@@ -42,6 +42,7 @@ if __package__ in (None, ""):  # `python tuning/search.py`: import from the repo
 import keras_tuner  # noqa: E402
 
 from keras_fame.layers._utils import check_choice, check_positive_int  # noqa: E402
+from keras_fame.models.fame import EXPERT_INITS, FACET_INITS  # noqa: E402
 from keras_fame.training import TrainConfig  # noqa: E402
 from tuning.hypermodel import (  # noqa: E402
     HP_NAMES,
@@ -826,14 +827,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-batch-size", type=int, default=1024)
     train.add_argument(
         "--expert-init",
-        choices=("random", "pretrained"),
+        choices=EXPERT_INITS,
         default="pretrained",
         help="FAME's experts at the warm start: SASRec's query + noise "
         "(default) or random (paper)",
     )
     train.add_argument(
         "--facet-init",
-        choices=("random", "identity"),
+        choices=FACET_INITS,
         default="identity",
         help="W_f of the warm-started FAME: per-head identity (default) or "
         "random (paper)",
