@@ -77,6 +77,77 @@ def seed_table(results_dir: Path = RESULTS) -> str:
     return "\n".join(rows)
 
 
+# FAME's test metrics over seeds, against the paper's row: which records make
+# each row. Toys uses the reruns on the current code (the seed folder's Toys
+# records predate the last block running the last position only, see
+# benchmarks/TABLE2.md); "0.3" is FAME's fine-tuning dropout.
+VERSUS_PAPER = (
+    (
+        "beauty",
+        "default",
+        (
+            "beauty-fame.json",
+            "seeds/seed1/beauty-fame.json",
+            "seeds/seed2/beauty-fame.json",
+        ),
+    ),
+    (
+        "beauty",
+        "dropout 0.3",
+        (
+            "experiments/beauty-fame-finetune-dropout0.3.json",
+            "experiments/beauty-fame-finetune-dropout0.3-seed2.json",
+        ),
+    ),
+    ("sports", "default", ("sports-fame.json", "seeds/seed1/sports-fame.json")),
+    (
+        "toys",
+        "default",
+        (
+            "experiments/toys-fame-last-position.json",
+            "experiments/toys-fame-seed1-last-position.json",
+            "experiments/toys-fame-seed2-last-position.json",
+        ),
+    ),
+    (
+        "toys",
+        "dropout 0.3",
+        (
+            "experiments/toys-fame-finetune-dropout0.3.json",
+            "experiments/toys-fame-finetune-dropout0.3-seed1.json",
+            "experiments/toys-fame-finetune-dropout0.3-seed2.json",
+        ),
+    ),
+)
+
+
+def versus_paper(results_dir: Path = RESULTS, groups=VERSUS_PAPER) -> str:
+    """FAME's mean test metrics over seeds next to the paper's row, with the
+    lowest and highest ratio of the six."""
+    rows = [
+        "| dataset | FAME | seeds | " + " | ".join(METRICS) + " | % of paper |",
+        "|---|---|---|" + "---|" * (len(METRICS) + 1),
+    ]
+    for i, (dataset, label, names) in enumerate(groups):
+        records = [json.loads((results_dir / name).read_text()) for name in names]
+        paper = records[0]["paper_test"]
+        means = {m: sum(r["test"][m] for r in records) / len(records) for m in METRICS}
+        ratios = [100 * means[m] / paper[m] for m in METRICS]
+        seeds = ", ".join(
+            str(r["seed"]) for r in sorted(records, key=lambda r: r["seed"])
+        )
+        cells = " | ".join(f"{means[m]:.4f}".lstrip("0") for m in METRICS)
+        rows.append(
+            f"| {dataset} | {label} | {seeds} | {cells} | "
+            f"{min(ratios):.1f}-{max(ratios):.1f} |"
+        )
+        last_of_dataset = i + 1 == len(groups) or groups[i + 1][0] != dataset
+        if last_of_dataset:
+            cells = " | ".join(f"{paper[m]:.4f}".lstrip("0") for m in METRICS)
+            rows.append(f"| {dataset} | paper | | {cells} | |")
+    return "\n".join(rows)
+
+
 def epoch_time(results_dir: Path = RESULTS, name: str = "epoch_time.json") -> str:
     path = results_dir / name
     if not path.exists():
@@ -112,6 +183,8 @@ def main() -> None:
     print(table2(RESULTS / "paper-recipe"))
     print("\nSeeds (mean, min-max; benchmarks/results and results/seeds/):\n")
     print(seed_table(RESULTS))
+    print("\nFAME over seeds against the paper's row:\n")
+    print(versus_paper(RESULTS))
     print("\nEpoch time, one row per user (benchmarks/results/epoch_time.json):\n")
     print(epoch_time(RESULTS))
     print(

@@ -43,3 +43,32 @@ def test_seed_table_averages_the_canonical_and_other_seeds(tmp_path):
         + " | ".join(["0.2000 (0.1000-0.4000)"] * 6)
         + " | 0.1000 (0.0500-0.2000) |"
     )
+
+
+def test_versus_paper_averages_seeds_and_divides_by_the_paper_row(tmp_path):
+    paper = {m: 0.5 for m in METRICS}
+    for name, seed, value in (("a", 0, 0.2), ("b", 1, 0.4), ("c", 0, 0.6)):
+        record = {
+            "seed": seed,
+            "test": {m: value for m in METRICS},
+            "paper_test": paper,
+        }
+        record["test"]["NDCG@20"] = value / 2
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+    groups = (("toys", "default", ("b.json", "a.json")), ("toys", "x", ("c.json",)))
+    rows = _summarize().versus_paper(tmp_path, groups).splitlines()
+    # Mean of 0.2 and 0.4 is 0.3 (60% of 0.5); NDCG@20's is 0.15 (30%).
+    assert rows[2] == (
+        "| toys | default | 0, 1 | " + ".3000 | " * 5 + ".1500 | 30.0-60.0 |"
+    )
+    assert rows[3] == "| toys | x | 0 | " + ".6000 | " * 5 + ".3000 | 60.0-120.0 |"
+    # One paper row per dataset, after its last group.
+    assert rows[4] == "| toys | paper | | " + ".5000 | " * 6 + "|"
+    assert len(rows) == 5
+
+
+def test_versus_paper_reads_the_committed_records():
+    module = _summarize()
+    rows = module.versus_paper().splitlines()
+    datasets = {group[0] for group in module.VERSUS_PAPER}
+    assert len(rows) == 2 + len(module.VERSUS_PAPER) + len(datasets)
