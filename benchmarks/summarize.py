@@ -8,6 +8,7 @@ Runs of the package recipe with other seeds live in `results/seeds/seed<N>/`
 the seed table puts them next to the canonical seed-0 records.
 """
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -133,23 +134,24 @@ def versus_paper(results_dir: Path = RESULTS, groups=VERSUS_PAPER) -> str:
         "| dataset | FAME | seeds | " + " | ".join(METRICS) + " | % of paper |",
         "|---|---|---|" + "---|" * (len(METRICS) + 1),
     ]
-    for i, (dataset, label, names) in enumerate(groups):
-        records = [json.loads((results_dir / name).read_text()) for name in names]
-        paper = records[0]["paper_test"]
-        means = {m: sum(r["test"][m] for r in records) / len(records) for m in METRICS}
-        ratios = [100 * means[m] / paper[m] for m in METRICS]
-        seeds = ", ".join(
-            str(r["seed"]) for r in sorted(records, key=lambda r: r["seed"])
-        )
-        cells = " | ".join(f"{means[m]:.4f}".lstrip("0") for m in METRICS)
-        rows.append(
-            f"| {dataset} | {label} | {seeds} | {cells} | "
-            f"{min(ratios):.1f}-{max(ratios):.1f} |"
-        )
-        last_of_dataset = i + 1 == len(groups) or groups[i + 1][0] != dataset
-        if last_of_dataset:
-            cells = " | ".join(f"{paper[m]:.4f}".lstrip("0") for m in METRICS)
-            rows.append(f"| {dataset} | paper | | {cells} | |")
+
+    def cells(values):
+        return " | ".join(f"{values[m]:.4f}".lstrip("0") for m in METRICS)
+
+    for dataset, dataset_groups in itertools.groupby(groups, key=lambda g: g[0]):
+        for _, label, names in dataset_groups:
+            records = [json.loads((results_dir / n).read_text()) for n in names]
+            paper = records[0]["paper_test"]
+            means = {
+                m: sum(r["test"][m] for r in records) / len(records) for m in METRICS
+            }
+            ratios = [100 * means[m] / paper[m] for m in METRICS]
+            seeds = ", ".join(str(seed) for seed in sorted(r["seed"] for r in records))
+            rows.append(
+                f"| {dataset} | {label} | {seeds} | {cells(means)} | "
+                f"{min(ratios):.1f}-{max(ratios):.1f} |"
+            )
+        rows.append(f"| {dataset} | paper | | {cells(paper)} | |")
     return "\n".join(rows)
 
 
