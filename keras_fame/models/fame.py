@@ -32,7 +32,11 @@ class FAME(SequentialRecommender):
         hidden_dim: Embedding and hidden size `d` (divisible by `num_heads`).
         num_blocks: Number of blocks `L`, the last one FAME's.
         num_heads: Heads (facets) `H`, in every block.
-        dropout: Dropout of the embeddings and residual branches.
+        dropout: Dropout of the embeddings and residual branches. With a
+            tiny `hidden_dim` (8) and a high rate it can zero a position's
+            whole embedding; the LayerNorms (epsilon 1e-12, as in the
+            reference code) then scale that position's gradient by 1e6
+            each, enough to overflow Adam. Use 32 or more, or a lower rate.
         attention_dropout: Dropout of attention probabilities (default
             `dropout`).
         intermediate_dim: FFN inner size of the lower blocks (default `4 d`).

@@ -20,7 +20,11 @@ class SASRec(SequentialRecommender):
         hidden_dim: Embedding and hidden size `d`.
         num_blocks: Number of Transformer blocks `L`.
         num_heads: Attention heads per block.
-        dropout: Dropout of the embeddings and residual branches.
+        dropout: Dropout of the embeddings and residual branches. With a
+            tiny `hidden_dim` (8) and a high rate it can zero a position's
+            whole embedding; the LayerNorms (epsilon 1e-12, as in the
+            reference code) then scale that position's gradient by 1e6
+            each, enough to overflow Adam. Use 32 or more, or a lower rate.
         attention_dropout: Dropout of the attention probabilities (defaults to
             `dropout`).
         intermediate_dim: FFN inner size (defaults to `4 * hidden_dim`).
