@@ -248,6 +248,11 @@ def test_out_of_vocabulary_ids_raise(model):
         ({"num_blocks": True}, r"`num_blocks` must be a positive integer.*=True"),
         ({"max_len": 5.0}, r"`max_len` must be a positive integer.*=5\.0"),
         ({"num_heads": np.int64(0)}, "`num_heads` must be a positive integer"),
+        (
+            {"layer_norm_epsilon": 0.0},
+            r"`layer_norm_epsilon` must be a positive.*=0\.0",
+        ),
+        ({"layer_norm_epsilon": "1e-6"}, "`layer_norm_epsilon` must be a positive"),
     ],
 )
 def test_bad_model_arguments(kwargs, message):
@@ -457,3 +462,65 @@ def test_an_empty_history_learns_the_first_item(index):
     assert np.isfinite(loss)
     ids, _ = model.recommend(narrow[:1], k=1)
     assert ids.tolist() == [[7]]
+
+
+def _layer_norms(model):
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.LayerNormalization)
+    ]
+
+
+def test_layer_norm_epsilon_reaches_every_layer_norm_and_the_warm_start():
+    sasrec = SASRec(num_items=10, hidden_dim=8, num_heads=2, layer_norm_epsilon=1e-6)
+    fame = FAME.from_sasrec(sasrec, num_experts=2)
+    default = FAME(num_items=10, hidden_dim=8, num_heads=2, num_experts=2)
+    # The embedding's, then two per block (attention and FFN residuals).
+    assert len(_layer_norms(sasrec)) == len(_layer_norms(fame)) == 5
+    assert {norm.epsilon for norm in _layer_norms(sasrec) + _layer_norms(fame)} == {
+        1e-6
+    }
+    assert {norm.epsilon for norm in _layer_norms(default)} == {1e-12}
+    clone = FAME.from_config(fame.get_config())
+    assert {norm.epsilon for norm in _layer_norms(clone)} == {1e-6}
+
+
+def _zero_first_position_batch(model):
+    """Item 1's embedding and every position embedding set to zero: the first
+    real position (item 1) enters every LayerNorm as an exactly zero vector
+    (the biases start at zero, dropout is off)."""
+    table = ops.convert_to_numpy(model.item_embedding.embeddings).copy()
+    table[1] = 0.0
+    model.item_embedding.embeddings.assign(table)
+    positions = model.position_embedding.embeddings
+    positions.assign(ops.zeros(positions.shape, positions.dtype))
+    return np.array([[0, 0, 1, 2]], "int32"), np.array([[0, 0, 2, 3]], "int32")
+
+
+@pytest.mark.parametrize("cls", [SASRec, FAME])
+def test_a_zero_vector_position_overflows_adam_unless_epsilon_is_raised(cls):
+    """A LayerNorm of a zero vector multiplies its input gradient by
+    1/sqrt(epsilon): 1e6 at the default 1e-12. Five of them in a row (the
+    embedding's and two per block) push the gradient past sqrt(float32 max),
+    about 1.8e19, so Adam's squared gradient is inf after one step and its
+    second-moment update inf - inf = NaN after two. At epsilon 1e-6 (1e3 per
+    LayerNorm) the same batch trains to finite weights."""
+    import tensorflow as tf
+
+    extra = {"num_experts": 2} if cls is FAME else {}
+    args = dict(num_items=5, max_len=4, hidden_dim=8, num_heads=2, dropout=0.0)
+    finite = {}
+    for epsilon in (1e-12, 1e-6):
+        model = cls(layer_norm_epsilon=epsilon, **args, **extra)
+        x, y = _zero_first_position_batch(model)
+        if epsilon == 1e-12:
+            with tf.GradientTape() as tape:
+                loss = model.compute_loss(x, y, model(x, training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            largest = max(float(np.abs(g).max()) for g in grads if g is not None)
+            assert largest > 1.9e19
+        model.compile(optimizer="adam")
+        model.fit(x, y, epochs=2, batch_size=1, shuffle=False, verbose=0)
+        finite[epsilon] = all(np.isfinite(w).all() for w in model.get_weights())
+    assert finite == {1e-12: False, 1e-6: True}

@@ -1,5 +1,6 @@
 """Small helpers shared by the layers (keras.ops only)."""
 
+import math
 import numbers
 
 import keras
@@ -78,6 +79,21 @@ def check_rate(name: str, value) -> None:
         raise ValueError(
             f"`{name}` must be a float in [0, 1). Received: {name}={value!r}"
         )
+
+
+def check_epsilon(name: str, value) -> float:
+    """Returns `value` as a Python float if it is a finite number > 0, or
+    raises a ValueError naming `name`."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(
+            f"`{name}` must be a positive finite number. Received: {name}={value!r}"
+        )
+    return float(value)
 
 
 def float32_softmax(logits, axis: int = -1):

@@ -10,6 +10,7 @@ from keras.src.losses.loss import scale_loss_for_distribution
 from keras_fame.layers._utils import (
     _MASK_VALUE,
     check_choice,
+    check_epsilon,
     check_heads_divide,
     check_positive_int,
     check_rate,
@@ -213,6 +214,7 @@ class SequentialRecommender(keras.Model):
         sampler_seed: int | None = None,
         position_anchor: str = "end",
         log_q_correction: bool = True,
+        layer_norm_epsilon: float = 1e-12,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -233,6 +235,7 @@ class SequentialRecommender(keras.Model):
             intermediate_dim = 4 * hidden_dim
         intermediate_dim = check_positive_int("intermediate_dim", intermediate_dim)
         check_heads_divide(hidden_dim, num_heads)
+        layer_norm_epsilon = check_epsilon("layer_norm_epsilon", layer_norm_epsilon)
         self.num_items = num_items
         self.max_len = max_len
         self.hidden_dim = hidden_dim
@@ -248,6 +251,7 @@ class SequentialRecommender(keras.Model):
         self.sampler_seed = sampler_seed
         self.position_anchor = position_anchor
         self.log_q_correction = bool(log_q_correction)
+        self.layer_norm_epsilon = layer_norm_epsilon
         self._sampler = keras.random.SeedGenerator(sampler_seed, name="sampler")
         # On TensorFlow the loss gathers the real positions (a dynamic shape),
         # which XLA can't compile; the other backends use static shapes.
@@ -269,7 +273,7 @@ class SequentialRecommender(keras.Model):
             name="position_embedding",
         )
         self.embedding_norm = keras.layers.LayerNormalization(
-            epsilon=1e-12, dtype=policy, name="embedding_norm"
+            epsilon=layer_norm_epsilon, dtype=policy, name="embedding_norm"
         )
         self.embedding_dropout = keras.layers.Dropout(dropout, dtype=policy)
 
@@ -344,6 +348,7 @@ class SequentialRecommender(keras.Model):
                 dropout=self.dropout,
                 attention_dropout=self.attention_dropout,
                 activation=self.activation,
+                layer_norm_epsilon=self.layer_norm_epsilon,
                 dtype=self.dtype_policy,
                 name=f"block_{index}",
             )
@@ -678,6 +683,7 @@ class SequentialRecommender(keras.Model):
                 "sampler_seed": self.sampler_seed,
                 "position_anchor": self.position_anchor,
                 "log_q_correction": self.log_q_correction,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
             }
         )
         return config

@@ -32,11 +32,7 @@ class FAME(SequentialRecommender):
         hidden_dim: Embedding and hidden size `d` (divisible by `num_heads`).
         num_blocks: Number of blocks `L`, the last one FAME's.
         num_heads: Heads (facets) `H`, in every block.
-        dropout: Dropout of the embeddings and residual branches. With a
-            tiny `hidden_dim` (8) and a high rate it can zero a position's
-            whole embedding; the LayerNorms (epsilon 1e-12, as in the
-            reference code) then scale that position's gradient by 1e6
-            each, enough to overflow Adam. Use 32 or more, or a lower rate.
+        dropout: Dropout of the embeddings and residual branches.
         attention_dropout: Dropout of attention probabilities (default
             `dropout`).
         intermediate_dim: FFN inner size of the lower blocks (default `4 d`).
@@ -45,6 +41,14 @@ class FAME(SequentialRecommender):
         position_anchor: Where positions are counted from: `"end"` (the
             most recent item, SASRec's convention) or `"start"` (each
             sequence's first item); see `PositionEmbedding`.
+        layer_norm_epsilon: Epsilon of every LayerNorm (1e-12, as in the
+            reference code). A LayerNorm of an exactly constant vector
+            multiplies its gradient by `1 / sqrt(layer_norm_epsilon)` (1e6):
+            with a tiny `hidden_dim` (8) and dropout 0.5 the embedding
+            dropout zeroes a whole position now and then, and at
+            initialisation (zero biases) that position's gradient passes
+            several such LayerNorms and overflows Adam. Use a larger
+            `hidden_dim`, a lower rate, or an epsilon such as 1e-6 there.
         **kwargs: `keras.Model` arguments (`name`, `dtype`).
 
     Example:
@@ -101,6 +105,7 @@ class FAME(SequentialRecommender):
             dropout=self.dropout,
             attention_dropout=self.attention_dropout,
             activation=self.facet_activation,
+            layer_norm_epsilon=self.layer_norm_epsilon,
             dtype=policy,
             name=f"block_{self.num_blocks - 1}",
         )
@@ -287,6 +292,7 @@ class FAME(SequentialRecommender):
                 "sampler_seed",
                 "position_anchor",
                 "log_q_correction",
+                "layer_norm_epsilon",
             )
         }
         for key in ("num_items", "max_len", "hidden_dim", "num_blocks", "num_heads"):

@@ -20,11 +20,7 @@ class SASRec(SequentialRecommender):
         hidden_dim: Embedding and hidden size `d`.
         num_blocks: Number of Transformer blocks `L`.
         num_heads: Attention heads per block.
-        dropout: Dropout of the embeddings and residual branches. With a
-            tiny `hidden_dim` (8) and a high rate it can zero a position's
-            whole embedding; the LayerNorms (epsilon 1e-12, as in the
-            reference code) then scale that position's gradient by 1e6
-            each, enough to overflow Adam. Use 32 or more, or a lower rate.
+        dropout: Dropout of the embeddings and residual branches.
         attention_dropout: Dropout of the attention probabilities (defaults to
             `dropout`).
         intermediate_dim: FFN inner size (defaults to `4 * hidden_dim`).
@@ -32,6 +28,14 @@ class SASRec(SequentialRecommender):
         position_anchor: Where positions are counted from: `"end"` (the
             most recent item, SASRec's convention) or `"start"` (each
             sequence's first item); see `PositionEmbedding`.
+        layer_norm_epsilon: Epsilon of every LayerNorm (1e-12, as in the
+            reference code). A LayerNorm of an exactly constant vector
+            multiplies its gradient by `1 / sqrt(layer_norm_epsilon)` (1e6):
+            with a tiny `hidden_dim` (8) and dropout 0.5 the embedding
+            dropout zeroes a whole position now and then, and at
+            initialisation (zero biases) that position's gradient passes
+            several such LayerNorms and overflows Adam. Use a larger
+            `hidden_dim`, a lower rate, or an epsilon such as 1e-6 there.
         **kwargs: `keras.Model` arguments (`name`, `dtype`).
 
     Example:
