@@ -505,7 +505,8 @@ def test_a_zero_vector_position_overflows_adam_unless_epsilon_is_raised(cls):
     embedding's and two per block) push the gradient past sqrt(float32 max),
     about 1.8e19, so Adam's squared gradient is inf after one step and its
     second-moment update inf - inf = NaN after two. At epsilon 1e-6 (1e3 per
-    LayerNorm) the same batch trains to finite weights."""
+    LayerNorm) the same batch trains to finite weights. (A LayerNorm that
+    missed the epsilon is caught by the test above.)"""
     import tensorflow as tf
 
     extra = {"num_experts": 2} if cls is FAME else {}

@@ -3,6 +3,7 @@
 import keras
 
 from keras_fame.layers._utils import (
+    check_epsilon,
     check_heads_divide,
     check_positive_int,
     check_rate,
@@ -29,6 +30,7 @@ class AttentionBlockBase(keras.layers.Layer):
         num_heads = check_positive_int("num_heads", num_heads)
         check_rate("dropout", dropout)
         check_rate("attention_dropout", attention_dropout)
+        layer_norm_epsilon = check_epsilon("layer_norm_epsilon", layer_norm_epsilon)
         self.num_heads = num_heads
         self.dropout = dropout
         self.attention_dropout = attention_dropout
