@@ -50,6 +50,8 @@ from keras_fame.models.base import ANCHORS, NEGATIVES, SOFTMAXES
 from keras_fame.models.fame import EXPERT_INITS, FACET_INITS
 
 METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
+# FFN activations of the SASRec blocks that `TrainConfig` offers.
+ACTIVATIONS = ("gelu", "relu")
 
 
 @dataclasses.dataclass
@@ -105,6 +107,9 @@ class TrainConfig:
         empty_prefix: with `prefixes`, also one row per user (of at least 3
             items) with an empty input and the user's first item as target
             (the BSARec/FMLP-Rec code's shortest prefix; see README).
+        activation: FFN activation of the SASRec blocks (all of SASRec's,
+            FAME's lower ones): `"gelu"` (default, the S3-Rec/ICLRec code's)
+            or `"relu"` (the original SASRec's).
         bucket: length-bucketed training batches (same maths, less padding).
         eval_batch_size: users per evaluation batch.
         backup_every: steps between mid-epoch backups (resuming after an
@@ -162,6 +167,7 @@ class TrainConfig:
     log_q_correction: bool = True
     prefixes: bool = True
     empty_prefix: bool = False
+    activation: str = "gelu"
 
     def __post_init__(self):
         # Every field is checked here, so that a typo fails at once with the
@@ -223,6 +229,7 @@ class TrainConfig:
             sampler_seed=self.seed,
             position_anchor=self.position_anchor,
             log_q_correction=self.log_q_correction,
+            activation=self.activation,
         )
 
 
@@ -241,6 +248,7 @@ LATER_FIELDS = {
     "finetune_learning_rate": None,
     "empty_prefix": False,
     "finetune_dropout": None,
+    "activation": "gelu",
 }
 
 
@@ -270,6 +278,7 @@ def config_choices() -> dict[str, tuple[str, ...]]:
         "negatives": NEGATIVES,
         "distribution": DISTRIBUTIONS,
         "position_anchor": ANCHORS,
+        "activation": ACTIVATIONS,
     }
 
 

@@ -366,3 +366,21 @@ def test_a_stage_refuses_another_configuration(data, tmp_path):
     path.unlink()
     _, results = train_sasrec(data, other, tmp_path, verbose=0)
     assert results["epochs_run"] == 1 and not path.exists()
+
+
+def test_activation_reaches_both_stages(data, tmp_path):
+    config = _config(pretrain_epochs=1, finetune_epochs=1, activation="relu")
+    runs = two_stage(data, config, tmp_path, verbose=0)
+    sasrec, fame = runs["sasrec"][0], runs["fame"][0]
+    relu = keras.activations.get("relu")
+    assert [block.ffn_inner.activation for block in sasrec.blocks] == [relu] * 2
+    assert [block.ffn_inner.activation for block in fame.blocks] == [relu]
+    assert sasrec.activation == fame.activation == "relu"
+    assert config_record(config)["activation"] == "relu"
+    # The default (GELU) is what runs made before the field existed used.
+    assert "activation" not in config_record(_config())
+    assert config_from_record(config_record(_config())).activation == "gelu"
+    with pytest.raises(
+        ValueError, match=r"`activation` must be one of \('gelu', 'relu'\)"
+    ):
+        _config(activation="tanh")
