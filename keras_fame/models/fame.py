@@ -42,14 +42,8 @@ class FAME(SequentialRecommender):
             most recent item, SASRec's convention) or `"start"` (each
             sequence's first item); see `PositionEmbedding`.
         layer_norm_epsilon: Epsilon of every LayerNorm (1e-12, as in the
-            S3-Rec/ICLRec code). A LayerNorm of an exactly constant vector
-            multiplies its (centred) input gradient by
-            `1 / sqrt(layer_norm_epsilon)`, 1e6. With a tiny `hidden_dim` (8)
-            and dropout 0.5, the embedding dropout now and then zeroes the
-            whole embedding of a sequence's first item, which attends only to
-            itself; at initialisation (zero biases) every LayerNorm above it
-            then sees a zero vector, and the gradient overflows Adam. Use a
-            larger `hidden_dim`, a lower rate, or an epsilon such as 1e-6.
+            S3-Rec/ICLRec code); `SASRec`'s docstring says when to raise it
+            (tiny `hidden_dim` with high dropout).
         **kwargs: `keras.Model` arguments (`name`, `dtype`).
 
     Example:
