@@ -83,8 +83,8 @@ def seed_table(results_dir: Path = RESULTS) -> str:
 # of the Table 2 and seed folders predate the last block running the last
 # position only and train differently, so reruns on the current code stand in
 # for them (benchmarks/TABLE2.md). Sports' seed-0 records predate it too and
-# have not been rerun; its seed-1 and seed-2 records came after it. "dropout 0.3" is
-# FAME's fine-tuning dropout.
+# have not been rerun; its seed-1 and seed-2 records came after it.
+# "dropout 0.3" is FAME's fine-tuning dropout.
 VERSUS_PAPER = (
     (
         "beauty",

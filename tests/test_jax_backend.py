@@ -47,8 +47,9 @@ SCRIPT = textwrap.dedent(
     # that item attends only to itself and the biases start at zero, so the
     # block's LayerNorm inputs there are exactly zero. Its gradient passes
     # four LayerNorms of a zero vector, each multiplying it by 1/sqrt(1e-12),
-    # and Adam's squared gradient overflows: a NaN weight in a few runs in a hundred (a probe of these
-    # steps: 5 of 210). With 32 features the chance is 2**-32 a position.
+    # and Adam's squared gradient overflows: a NaN weight in a few runs in a
+    # hundred (a probe of these steps: 5 of 210). With 32 features the chance
+    # is 2**-32 a position.
     model = FAME(num_items=20, num_experts=2, max_len=6, hidden_dim=32, num_heads=2)
     ids = rng.integers(1, 21, size=(4, 6)).astype("int32")
     ids[:, :2] = 0
