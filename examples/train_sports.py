@@ -4,11 +4,12 @@ Runs the two-stage recipe (pretrain SASRec with early stopping on validation
 NDCG@20, warm-start FAME with `FAME.from_sasrec`, fine-tune) with the paper's
 settings (Adam 1e-3, batch 256, d=64, max_len 50) and the package's defaults
 (one training row per target, FAME warm-started where SASRec ended and
-fine-tuned at Adam 1e-4), and prints the test metrics next to the paper's
-Table 2. Results go to `benchmarks/results/<dataset>-<model>.json`
+fine-tuned at Adam 1e-4 with dropout 0.3), and prints the test metrics next
+to the paper's Table 2. Results go to `benchmarks/results/<dataset>-<model>.json`
 (`--results-dir`). The paper's exact recipe: `--no-prefixes --expert-init
-random --facet-init random --finetune-learning-rate 0.001 --results-dir
-benchmarks/results/paper-recipe --workdir runs/paper-recipe/<dataset>`.
+random --facet-init random --finetune-learning-rate 0.001 --finetune-dropout
+none --results-dir benchmarks/results/paper-recipe --workdir
+runs/paper-recipe/<dataset>`.
 
     python examples/train_sports.py                       # Sports, download
     python examples/train_sports.py --data-dir ../shared/datasets/amazon

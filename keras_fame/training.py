@@ -88,8 +88,11 @@ class TrainConfig:
             metric), though SASRec trained further at 1e-4 gains nearly as
             much (README, Benchmarks; `benchmarks/bench_sasrec_continued.py`).
         finetune_dropout: dropout rate (residual branches and attention) of
-            the whole FAME model during fine-tuning; `None` (default): the
+            the whole FAME model during fine-tuning (default 0.3); `None`: the
             backbone's `dropout` and `attention_dropout`, as in the paper.
+            Against `None`, 0.3 gave a higher validation NDCG@20 in every run
+            on the three Amazon datasets and a higher test score on every
+            metric of three Beauty and two Sports seeds (README, Benchmarks).
         batch_size: training rows per step (the global batch when
             distributed).
         pretrain_epochs: epoch budget of SASRec's pretraining.
@@ -147,7 +150,7 @@ class TrainConfig:
     facet_init: str = "identity"
     learning_rate: float = 1e-3
     finetune_learning_rate: float | None = 1e-4
-    finetune_dropout: float | None = None
+    finetune_dropout: float | None = 0.3
     batch_size: int = 256
     pretrain_epochs: int = 200
     finetune_epochs: int = 200

@@ -164,7 +164,7 @@ def test_empty_prefix_adds_each_first_item_as_a_target(data):
 def test_work_folders_of_earlier_versions_stay_valid_and_apart(data, tmp_path):
     # A folder written before a field existed holds no entry for it: the
     # field's implied value matches it, any other value does not.
-    old = dict(prefixes=False, finetune_learning_rate=None)
+    old = dict(prefixes=False, finetune_learning_rate=None, finetune_dropout=None)
     earlier = config_record(_config(**old))
     assert not set(LATER_FIELDS) & set(earlier)
     assert config_record(_config(prefixes=True))["prefixes"] is True
@@ -174,7 +174,9 @@ def test_work_folders_of_earlier_versions_stay_valid_and_apart(data, tmp_path):
     with pytest.raises(ValueError, match=r"differs in \['prefixes'\]"):
         two_stage(data, _config(**{**old, "prefixes": True}), tmp_path, verbose=0)
     # Today's defaults differ from such a folder: it is not reused.
-    with pytest.raises(ValueError, match=r"differs in \['finetune_learning_rate'\]"):
+    with pytest.raises(
+        ValueError, match=r"differs in \['finetune_dropout', 'finetune_learning_rate'\]"
+    ):
         two_stage(data, _config(prefixes=False), tmp_path, verbose=0)
 
 
@@ -188,9 +190,11 @@ def test_finetune_learning_rate_applies_to_fame_only(data, tmp_path):
     # The default (1e-4) is recorded; `None` (one rate, what runs made before
     # the field existed used) is left out, so their work folders stay valid.
     assert config_record(_config())["finetune_learning_rate"] == 1e-4
-    single = _config(finetune_learning_rate=None)
+    single = _config(finetune_learning_rate=None, finetune_dropout=None)
     assert single.finetune_config() == single
-    assert config.finetune_config() == dataclasses.replace(config, learning_rate=3e-4)
+    assert config.finetune_config() == dataclasses.replace(
+        config, learning_rate=3e-4, dropout=0.3, attention_dropout=None
+    )
     assert "finetune_learning_rate" not in config_record(single)
     assert config_from_record(config_record(single)) == single
     assert config_record(config)["finetune_learning_rate"] == 3e-4
@@ -290,7 +294,7 @@ def test_config_help_documents_every_field():
     assert all(len(docs[name].split()) >= 3 for name in names)
     assert docs["num_experts"] == "FAME's experts per head."
     assert docs["finetune_dropout"].startswith("dropout rate (residual branches")
-    assert docs["finetune_dropout"].endswith("as in the paper.")
+    assert docs["finetune_dropout"].endswith("(README, Benchmarks).")
 
 
 def _dropout_rates(model):
@@ -312,8 +316,13 @@ def test_finetune_dropout_applies_to_fame_only(data, tmp_path):
     assert (fame.dropout, fame.attention_dropout) == (0.25, 0.25)
     reloaded = two_stage(data, config, tmp_path, verbose=0)["fame"][0]
     assert _dropout_rates(reloaded) == {0.25}
-    # Unset, FAME keeps the SASRec's rates (attention_dropout included).
-    plain = _config(pretrain_epochs=1, finetune_epochs=1, attention_dropout=0.3)
+    # `None`: FAME keeps the SASRec's rates (attention_dropout included).
+    plain = _config(
+        pretrain_epochs=1,
+        finetune_epochs=1,
+        attention_dropout=0.3,
+        finetune_dropout=None,
+    )
     runs = two_stage(data, plain, tmp_path / "plain", verbose=0)
     assert _dropout_rates(runs["fame"][0]) == {0.1, 0.3}
     assert plain.finetune_config().dropout == 0.1
@@ -322,6 +331,10 @@ def test_finetune_dropout_applies_to_fame_only(data, tmp_path):
     assert results["epochs_run"] == 1
     assert "finetune_dropout" not in config_record(plain)
     assert config_record(config)["finetune_dropout"] == 0.25
+    # The default is 0.3 and is recorded, so it is not mistaken for earlier
+    # runs' `None` (their work folders' FAME stage is not reused).
+    assert TrainConfig().finetune_dropout == 0.3
+    assert config_record(TrainConfig())["finetune_dropout"] == 0.3
     for bad in (1.0, -0.1, "0.2", True):
         with pytest.raises(ValueError, match="`finetune_dropout` must be a float"):
             _config(finetune_dropout=bad)
