@@ -1,5 +1,7 @@
-"""NumPy implementations of the paper's equations, written from the spec."""
+"""NumPy implementations of the paper's equations, written from the spec, and
+small helpers shared by the tests."""
 
+import keras
 import numpy as np
 
 
@@ -75,3 +77,12 @@ def next_item_batch(num_items, max_len, seed=0, batch=6):
     y[x == 0] = 0
     y[:, -1] = rng.integers(1, num_items + 1, size=batch)
     return x, y
+
+
+def dropout_rates(model):
+    """The set of rates of every `Dropout` layer inside `model`."""
+    return {
+        layer.rate
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras.layers.Dropout)
+    }

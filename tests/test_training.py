@@ -17,6 +17,7 @@ from keras_fame.training import (
     train_sasrec,
     two_stage,
 )
+from tests.reference import dropout_rates
 
 
 @pytest.fixture(scope="module")
@@ -297,25 +298,17 @@ def test_config_help_documents_every_field():
     assert docs["finetune_dropout"].endswith("(README, Benchmarks).")
 
 
-def _dropout_rates(model):
-    return {
-        layer.rate
-        for layer in model._flatten_layers(include_self=False, recursive=True)
-        if isinstance(layer, keras.layers.Dropout)
-    }
-
-
 def test_finetune_dropout_applies_to_fame_only(data, tmp_path):
     config = _config(pretrain_epochs=1, finetune_epochs=1, finetune_dropout=0.25)
     runs = two_stage(data, config, tmp_path, verbose=0)
     sasrec, fame = runs["sasrec"][0], runs["fame"][0]
-    assert _dropout_rates(sasrec) == {0.1}
+    assert dropout_rates(sasrec) == {0.1}
     # Every dropout of the fine-tuned FAME, attention included, and its
     # saved config (it was reloaded from model.keras on a rerun).
-    assert _dropout_rates(fame) == {0.25}
+    assert dropout_rates(fame) == {0.25}
     assert (fame.dropout, fame.attention_dropout) == (0.25, 0.25)
     reloaded = two_stage(data, config, tmp_path, verbose=0)["fame"][0]
-    assert _dropout_rates(reloaded) == {0.25}
+    assert dropout_rates(reloaded) == {0.25}
     # `None`: FAME keeps the SASRec's rates (attention_dropout included).
     plain = _config(
         pretrain_epochs=1,
@@ -324,7 +317,7 @@ def test_finetune_dropout_applies_to_fame_only(data, tmp_path):
         finetune_dropout=None,
     )
     runs = two_stage(data, plain, tmp_path / "plain", verbose=0)
-    assert _dropout_rates(runs["fame"][0]) == {0.1, 0.3}
+    assert dropout_rates(runs["fame"][0]) == {0.1, 0.3}
     assert plain.finetune_config().dropout == 0.1
     # Only FAME's stage reads it; `None` is what earlier runs used.
     _, results = train_sasrec(data, _config(pretrain_epochs=1), tmp_path, verbose=0)

@@ -14,6 +14,7 @@ import pytest
 
 import keras_fame.datasets
 from keras_fame.evaluation import evaluate_ranking
+from tests.reference import dropout_rates
 from tuning import (
     OBJECTIVE,
     ConfigListSearch,
@@ -249,6 +250,45 @@ def test_finetune_learning_rate_is_for_warm_started_fame_only(data, tmp_path):
     for bad in (0.0, -1e-4):
         with pytest.raises(ValueError, match="`finetune_learning_rate`"):
             FAMEHyperModel(data, space, tmp_path, finetune_learning_rate=bad)
+
+
+def test_finetune_dropout_is_for_warm_started_fame_only(data, tmp_path):
+    space = SearchSpace(models=("sasrec", "fame"), hidden_dims=(8,), dropouts=(0.4,))
+    hp = keras_tuner.HyperParameters()
+    rates = {}
+    for label, options in (
+        ("default", {}),
+        ("0.1", dict(finetune_dropout=0.1)),
+        ("none", dict(finetune_dropout=None)),
+        ("scratch", dict(finetune_dropout=0.1, warm_start=False)),
+    ):
+        hypermodel = FAMEHyperModel(data, space, tmp_path, epochs=1, **TRAIN, **options)
+        hp.values.update(model="sasrec")
+        sasrec = dropout_rates(hypermodel.build(hp))
+        hp.values.update(model="fame", num_experts=2)
+        rates[label] = (sasrec, dropout_rates(hypermodel.build(hp)))
+    # Every dropout of the model, attention included; TrainConfig's default 0.3.
+    assert rates == {
+        "default": ({0.4}, {0.3}),
+        "0.1": ({0.4}, {0.1}),
+        "none": ({0.4}, {0.4}),
+        "scratch": ({0.4}, {0.4}),
+    }
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="`finetune_dropout` must be a float"):
+            FAMEHyperModel(data, space, tmp_path, finetune_dropout=bad)
+    parser = build_parser()
+    base = ["--dataset", "synthetic", "--directory", str(tmp_path)]
+    assert parser.parse_args(base).finetune_dropout == 0.3
+    assert (
+        parser.parse_args([*base, "--finetune-dropout", "None"]).finetune_dropout
+        is None
+    )
+    assert (
+        parser.parse_args([*base, "--finetune-dropout", "0.2"]).finetune_dropout == 0.2
+    )
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--finetune-dropout", "high"])
 
 
 def test_non_dividing_trial_is_excluded_not_crashed(data, tmp_path):

@@ -36,6 +36,7 @@ from keras_fame.layers._utils import (
     check_choice,
     check_non_negative_int,
     check_positive_int,
+    check_rate,
 )
 from keras_fame.models import FAME, SASRec
 from keras_fame.models.fame import EXPERT_INITS, FACET_INITS
@@ -376,6 +377,10 @@ class FAMEHyperModel(keras_tuner.HyperModel):
             default: the `TrainConfig` default. `None`: the trial's
             `learning_rate`, as SASRec's pretraining and FAME trained from
             scratch always use.
+        finetune_dropout: Dropout rate (attention too) of warm-started FAME
+            trials (see `keras_fame.training.TrainConfig.finetune_dropout`);
+            default: the `TrainConfig` default. `None`: the trial's
+            `dropout`, as SASRec and FAME trained from scratch always use.
         warm_start: Warm-start FAME from the pretrained SASRec (paper). If
             False, FAME trials train from scratch and nothing is pretrained.
         evaluate_test: Also report test metrics of every trial.
@@ -418,6 +423,7 @@ class FAMEHyperModel(keras_tuner.HyperModel):
         warm_start: bool = True,
         prefixes: bool = TrainConfig.prefixes,
         finetune_learning_rate: float | None = TrainConfig.finetune_learning_rate,
+        finetune_dropout: float | None = TrainConfig.finetune_dropout,
         evaluate_test: bool = True,
         seed: int = 0,
         cache: SASRecCache | None = None,
@@ -460,6 +466,9 @@ class FAMEHyperModel(keras_tuner.HyperModel):
             "finetune_learning_rate", finetune_learning_rate, allow_none=True
         )
         self.finetune_learning_rate = finetune_learning_rate
+        if finetune_dropout is not None:
+            check_rate("finetune_dropout", finetune_dropout)
+        self.finetune_dropout = finetune_dropout
         self.evaluate_test = bool(evaluate_test)
         self.seed = seed
         self.verbose = verbose
@@ -532,6 +541,7 @@ class FAMEHyperModel(keras_tuner.HyperModel):
         values = self.values(hp)
         keras.utils.set_random_seed(self.seed)
         kwargs = dict(max_len=self.max_len, **self._backbone(values))
+        kwargs["dropout"] = self.dropout(values)
         if values["model"] == "fame":
             model = FAME(
                 self.dataset.num_items, num_experts=values["num_experts"], **kwargs
@@ -553,6 +563,15 @@ class FAMEHyperModel(keras_tuner.HyperModel):
         ):
             return self.finetune_learning_rate
         return values["learning_rate"]
+
+    def dropout(self, values: Mapping) -> float:
+        """Dropout rate of a trial's model, attention included: warm-started
+        FAME fine-tunes at `finetune_dropout` (when set), everything else at
+        the trial's `dropout` (which also keys the pretrained SASRec)."""
+        if values["model"] == "fame" and self.warm_start:
+            if self.finetune_dropout is not None:
+                return self.finetune_dropout
+        return values["dropout"]
 
     # ------------------------------------------------------------------- fit
 

@@ -687,6 +687,18 @@ def _floats(text: str) -> tuple[float, ...]:
         ) from e
 
 
+def _rate_or_none(text: str) -> float | None:
+    """A dropout rate, or `None` for "none"."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"expected a rate in [0, 1) or none, got {text!r}"
+        ) from e
+
+
 def _option(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -858,6 +870,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Adam's rate of warm-started FAME trials (default: TrainConfig's); "
         "0 for the trial's --learning-rates (the paper)",
     )
+    train.add_argument(
+        "--finetune-dropout",
+        type=_rate_or_none,
+        default=TrainConfig.finetune_dropout,
+        help="dropout rate of warm-started FAME trials (default: TrainConfig's); "
+        "none for the trial's --dropouts (the paper)",
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     return p
@@ -898,6 +917,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         warm_start=not args.no_warm_start,
         prefixes=args.prefixes,
         finetune_learning_rate=args.finetune_learning_rate or None,
+        finetune_dropout=args.finetune_dropout,
         seed=args.seed,
     )
     if args.protocol == "paper":
