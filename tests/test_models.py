@@ -6,7 +6,7 @@ import pytest
 from keras import ops
 
 from keras_fame.models import FAME, PositionEmbedding, SASRec
-from tests.reference import next_item_batch
+from tests.reference import dropout_rates, next_item_batch
 
 NUM_ITEMS = 40
 MAX_LEN = 12
@@ -391,6 +391,21 @@ def test_from_sasrec_copies_the_pretrained_parts():
     np.testing.assert_allclose(
         get(sasrec.blocks[0](hs, ms)), get(fame.blocks[0](hf, mf)), atol=1e-6
     )
+
+
+def test_from_sasrec_dropout_override_and_the_attention_rate():
+    sasrec, _ = _models(dropout=0.5)
+    sasrec(_batch()[0])
+    # SASRec's attention_dropout (None) resolved to its dropout, 0.5: a new
+    # dropout alone keeps it; attention_dropout=None follows the new dropout.
+    kept = FAME.from_sasrec(sasrec, num_experts=2, dropout=0.3)
+    follows = FAME.from_sasrec(
+        sasrec, num_experts=2, dropout=0.3, attention_dropout=None
+    )
+    assert (kept.dropout, kept.attention_dropout) == (0.3, 0.5)
+    assert (follows.dropout, follows.attention_dropout) == (0.3, 0.3)
+    assert dropout_rates(kept) == {0.3, 0.5}
+    assert dropout_rates(follows) == {0.3}
 
 
 def test_from_sasrec_pretrained_experts_start_from_the_sasrec_query():

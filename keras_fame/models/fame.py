@@ -257,7 +257,10 @@ class FAME(SequentialRecommender):
                 scoring vector starts as the concatenated head states, as in
                 SASRec, instead of a random projection.
             **overrides: Other FAME arguments (e.g. `dropout`); the
-                architecture arguments must match SASRec's.
+                architecture arguments must match SASRec's. SASRec's config
+                holds its resolved `attention_dropout`, so a new `dropout`
+                leaves the attention's rate as it was unless
+                `attention_dropout` is given too (`None`: the new `dropout`).
 
         Returns:
             A new `FAME`.
