@@ -1,12 +1,13 @@
 """Control for FAME's fine-tuning: the pretrained SASRec trained further alike.
 
 The recipe fine-tunes FAME in a second stage at a smaller Adam rate
-(`TrainConfig.finetune_learning_rate`). To tell FAME's gain from what any
-second, low-rate stage gives, this trains the finished SASRec of a recipe work
-folder (`<workdir>/config.json` and `<workdir>/sasrec/model.keras`, as
-`examples/train_sports.py` leaves them) further with FAME's rate, epoch budget
-and early stopping, in `<workdir>/sasrec-continued` (resumable like the
-recipe's stages), and writes a record shaped like
+(`TrainConfig.finetune_learning_rate`) and its own dropout
+(`TrainConfig.finetune_dropout`). To tell FAME's gain from what any such
+second stage gives, this trains the finished SASRec of a recipe work folder
+(`<workdir>/config.json` and `<workdir>/sasrec/model.keras`, as
+`examples/train_sports.py` leaves them) further with FAME's rate, dropout,
+epoch budget and early stopping, in `<workdir>/sasrec-continued` (resumable
+like the recipe's stages), and writes a record shaped like
 `benchmarks/results/<dataset>-<model>.json` (model `sasrec-continued`).
 
 The stage starts from SASRec's best weights with a fresh Adam, as FAME's does.
@@ -55,6 +56,12 @@ def main(argv=None):
         help="default: the folder's finetune_learning_rate (else its learning_rate)",
     )
     parser.add_argument(
+        "--dropout",
+        default=None,
+        help="dropout rate (attention too) of the continued SASRec, or none for "
+        "its own rates; default: the folder's finetune_dropout (None: its own)",
+    )
+    parser.add_argument(
         "--epochs", type=int, default=None, help="default: its finetune_epochs"
     )
     parser.add_argument(
@@ -94,10 +101,13 @@ def main(argv=None):
         rate = recipe.finetune_config().learning_rate
     if not rate > 0:
         raise SystemExit(f"--learning-rate must be positive. Received: {rate}")
+    dropout = _dropout(args.dropout, recipe.finetune_dropout)
     epochs = recipe.finetune_epochs if args.epochs is None else args.epochs
     if epochs < 1:
         raise SystemExit(f"--epochs must be at least 1. Received: {epochs}")
     config = dataclasses.replace(recipe, learning_rate=rate)
+    if dropout is not None:  # as `TrainConfig.finetune_config` does for FAME
+        config = dataclasses.replace(config, dropout=dropout, attention_dropout=None)
     data = datasets.load(args.dataset, data_dir=args.data_dir)
 
     saved = {}
@@ -105,7 +115,14 @@ def main(argv=None):
     def build():
         model = keras.saving.load_model(sasrec_path)
         saved["optimizer"] = model.optimizer  # fit_stage compiles a fresh Adam
-        return model
+        if dropout is None:
+            return model
+        # The same weights in a model with the stage's dropout rates.
+        rates = dict(dropout=dropout, attention_dropout=dropout)
+        clone = type(model).from_config({**model.get_config(), **rates})
+        clone(keras.ops.ones((1, config.max_len), "int32"))
+        clone.set_weights(model.get_weights())
+        return clone
 
     callbacks = [_carry_optimizer(saved)] if args.carry_optimizer else []
     stage = "sasrec-continued-carried" if args.carry_optimizer else "sasrec-continued"
@@ -139,6 +156,7 @@ def main(argv=None):
         "epoch_seconds": results["epoch_seconds"],
         "seconds_to_best": results["seconds_to_best"],
         "learning_rate": rate,
+        "dropout": dropout,
         "carry_optimizer": args.carry_optimizer,
         "config": dataclasses.asdict(recipe),
         "seed": config.seed,
@@ -153,6 +171,23 @@ def main(argv=None):
     print(json.dumps({k: record[k] for k in ("test", "valid", "best_epoch")}, indent=2))
     print(f"saved {out}")
     return record
+
+
+def _dropout(text, default):
+    """`--dropout`: a rate in [0, 1), `None` for "none", else `default`."""
+    if text is None:
+        return default
+    if text.strip().lower() == "none":
+        return None
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = None
+    if rate is None or not 0 <= rate < 1:
+        raise SystemExit(
+            f"--dropout must be a rate in [0, 1) or none. Received: {text}"
+        )
+    return rate
 
 
 def _carry_optimizer(saved):

@@ -2,12 +2,14 @@
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 import keras_fame.datasets
 from keras_fame.training import TrainConfig, config_record, train_sasrec
+from tests.reference import dropout_rates
 
 SCRIPT = (
     Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sasrec_continued.py"
@@ -92,6 +94,35 @@ def test_default_rate_is_the_recipes_finetuning_rate(bench, workdir, tmp_path):
          "--out", str(tmp_path / "r.json"), "--epochs", "1"]
     )  # fmt: skip
     assert record["learning_rate"] == TrainConfig().finetune_learning_rate
+
+
+def test_dropout_is_the_recipes_finetuning_dropout(bench, workdir, tmp_path):
+    import keras
+
+    folder, sasrec = workdir
+    args = ["--dataset", "synthetic", "--workdir", str(folder), "--epochs", "1",
+            "--learning-rate", "1e-12", "--out", str(tmp_path / "r.json")]  # fmt: skip
+    # The folder's recipe has TrainConfig's finetune_dropout (0.3) and SASRec
+    # dropout 0.1: the continued model trains with 0.3, attention included,
+    # from the same weights (a vanishing rate keeps SASRec's metrics).
+    record = bench.main(args)
+    assert record["dropout"] == TrainConfig().finetune_dropout == 0.3
+    stage = folder / "sasrec-continued"
+    continued = keras.saving.load_model(stage / "model.keras")
+    assert dropout_rates(continued) == {0.3}
+    assert continued.attention_dropout == 0.3
+    for metric, value in record["test"].items():
+        assert value == pytest.approx(sasrec["test"][metric], abs=1e-6), metric
+    # Another dropout is refused for the finished stage; none keeps SASRec's.
+    with pytest.raises(SystemExit, match=r"differs in \['dropout'\]"):
+        bench.main([*args, "--dropout", "0.2"])
+    shutil.rmtree(stage)
+    record = bench.main([*args, "--dropout", "none"])
+    assert record["dropout"] is None
+    assert dropout_rates(keras.saving.load_model(stage / "model.keras")) == {0.1}
+    for bad in ("high", "1.0", "-0.1"):
+        with pytest.raises(SystemExit, match="--dropout must be a rate"):
+            bench.main([*args, "--dropout", bad])
 
 
 def test_bad_arguments(bench, tmp_path):
