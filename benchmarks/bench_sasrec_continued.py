@@ -126,8 +126,9 @@ def main(argv=None):
 
     callbacks = [_carry_optimizer(saved)] if args.carry_optimizer else []
     stage = "sasrec-continued-carried" if args.carry_optimizer else "sasrec-continued"
-    # The stage's folder holds its rate and budget (stage.json): a rerun with
-    # another --learning-rate or --epochs is refused, finished or not.
+    # The stage's folder holds its rate, dropout and budget (stage.json): a
+    # rerun with another --learning-rate, --dropout or --epochs is refused,
+    # finished or not.
     try:
         _, results = run_stage(
             stage,
@@ -142,7 +143,7 @@ def main(argv=None):
         )
     except ValueError as error:
         raise SystemExit(
-            f"--learning-rate {rate}, --epochs {epochs}: {error}"
+            f"--learning-rate {rate}, --dropout {dropout}, --epochs {epochs}: {error}"
         ) from None
 
     record = {

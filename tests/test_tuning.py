@@ -14,11 +14,13 @@ import pytest
 
 import keras_fame.datasets
 from keras_fame.evaluation import evaluate_ranking
+from keras_fame.training import TrainConfig
 from tests.reference import dropout_rates
 from tuning import (
     OBJECTIVE,
     ConfigListSearch,
     FAMEHyperModel,
+    SASRecCache,
     SearchSpace,
     make_tuner,
     run_paper_protocol,
@@ -287,8 +289,21 @@ def test_finetune_dropout_is_for_warm_started_fame_only(data, tmp_path):
     assert (
         parser.parse_args([*base, "--finetune-dropout", "0.2"]).finetune_dropout == 0.2
     )
-    with pytest.raises(SystemExit):
-        parser.parse_args([*base, "--finetune-dropout", "high"])
+    for bad in ("high", "1.5", "-0.1"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*base, "--finetune-dropout", bad])
+
+
+def test_sasrec_cache_key_ignores_what_pretraining_does_not_read(data, tmp_path):
+    def key(**fields):
+        config = TrainConfig(**{**dict(max_len=20, batch_size=128), **fields})
+        return SASRecCache(data, tmp_path, config).key(learning_rate=1e-3)
+
+    # FAME's fields (a new finetune_dropout default included) keep the cached
+    # SASRecs; a field pretraining reads does not.
+    assert key() == key(finetune_dropout=None) == key(num_experts=8)
+    assert key() == key(expert_init="random", finetune_epochs=3)
+    assert key() != key(patience=3)
 
 
 def test_non_dividing_trial_is_excluded_not_crashed(data, tmp_path):

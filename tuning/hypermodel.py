@@ -41,6 +41,7 @@ from keras_fame.layers._utils import (
 from keras_fame.models import FAME, SASRec
 from keras_fame.models.fame import EXPERT_INITS, FACET_INITS
 from keras_fame.training import (
+    FAME_FIELDS,
     TrainConfig,
     check_learning_rate,
     config_record,
@@ -286,8 +287,10 @@ class SASRecCache:
     def key(self, **backbone) -> str:
         """The folder name of one key: readable backbone + hash of the rest."""
         config = config_record(self.config_for(**backbone))
-        for unused in ("num_experts", "expert_init", "facet_init", "finetune_epochs"):
-            config.pop(unused)
+        # Fields SASRec's pretraining does not read (so that a new FAME
+        # default, like finetune_dropout's, keeps the cached SASRecs).
+        for unused in (*FAME_FIELDS, "finetune_epochs"):
+            config.pop(unused, None)
         digest = hashlib.sha1(
             json.dumps(config, sort_keys=True, default=str).encode()
         ).hexdigest()[:8]

@@ -692,11 +692,14 @@ def _rate_or_none(text: str) -> float | None:
     if text.strip().lower() == "none":
         return None
     try:
-        return float(text)
-    except ValueError as e:
+        rate = float(text)
+    except ValueError:
+        rate = None
+    if rate is None or not 0 <= rate < 1:
         raise argparse.ArgumentTypeError(
             f"expected a rate in [0, 1) or none, got {text!r}"
-        ) from e
+        )
+    return rate
 
 
 def _option(text: str) -> tuple[str, object]:
