@@ -92,7 +92,7 @@ class TrainConfig:
             backbone's `dropout` and `attention_dropout`, as in the paper.
             Against `None`, 0.3 gave a higher validation NDCG@20 in every run
             on the three Amazon datasets and a higher test score on every
-            metric of three Beauty and two Sports seeds (README, Benchmarks).
+            metric of three Beauty and three Sports seeds (README, Benchmarks).
         batch_size: training rows per step (the global batch when
             distributed).
         pretrain_epochs: epoch budget of SASRec's pretraining.
