@@ -139,7 +139,10 @@ WORKER = textwrap.dedent(
     data = make_synthetic(num_users=240, num_items=100, seed=0)[0]
     out = {}
     for distribution in distributions:
+        # No dropout in either stage (finetune_dropout None: SASRec's 0.0):
+        # replicas draw their own dropout masks.
         config = TrainConfig(hidden_dim=16, max_len=20, dropout=0.0, batch_size=40,
+                             finetune_dropout=None,
                              pretrain_epochs=2, finetune_epochs=1, patience=5,
                              num_experts=2, eval_batch_size=64, prefixes=False,
                              distribution=distribution)
