@@ -92,6 +92,7 @@ def main(argv=None):
         FAME_FIELDS,
         METRICS,
         config_from_record,
+        parse_rate_or_none,
         run_stage,
     )
 
@@ -101,7 +102,12 @@ def main(argv=None):
         rate = recipe.finetune_config().learning_rate
     if not rate > 0:
         raise SystemExit(f"--learning-rate must be positive. Received: {rate}")
-    dropout = _dropout(args.dropout, recipe.finetune_dropout)
+    dropout = recipe.finetune_dropout  # --dropout's default
+    if args.dropout is not None:
+        try:
+            dropout = parse_rate_or_none(args.dropout)
+        except ValueError as error:
+            raise SystemExit(f"--dropout {error}") from None
     epochs = recipe.finetune_epochs if args.epochs is None else args.epochs
     if epochs < 1:
         raise SystemExit(f"--epochs must be at least 1. Received: {epochs}")
@@ -172,23 +178,6 @@ def main(argv=None):
     print(json.dumps({k: record[k] for k in ("test", "valid", "best_epoch")}, indent=2))
     print(f"saved {out}")
     return record
-
-
-def _dropout(text, default):
-    """`--dropout`: a rate in [0, 1), `None` for "none", else `default`."""
-    if text is None:
-        return default
-    if text.strip().lower() == "none":
-        return None
-    try:
-        rate = float(text)
-    except ValueError:
-        rate = None
-    if rate is None or not 0 <= rate < 1:
-        raise SystemExit(
-            f"--dropout must be a rate in [0, 1) or none. Received: {text}"
-        )
-    return rate
 
 
 def _carry_optimizer(saved):

@@ -314,6 +314,22 @@ def check_learning_rate(name: str, value, allow_none: bool = False) -> None:
         raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
 
 
+def parse_rate_or_none(text: str) -> float | None:
+    """A command line's dropout rate: a float in [0, 1), or `None` for "none".
+
+    Raises a `ValueError` saying what was expected.
+    """
+    if text.strip().lower() == "none":
+        return None
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = None
+    if rate is None or not 0 <= rate < 1:
+        raise ValueError(f"must be a rate in [0, 1) or none. Received: {text!r}")
+    return rate
+
+
 def config_from_record(record: dict) -> TrainConfig:
     """The `TrainConfig` of a recorded run (`config.json`, a results file).
 

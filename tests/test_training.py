@@ -14,6 +14,7 @@ from keras_fame.training import (
     config_from_record,
     config_help,
     config_record,
+    parse_rate_or_none,
     train_sasrec,
     two_stage,
 )
@@ -390,3 +391,12 @@ def test_activation_reaches_both_stages(data, tmp_path):
         ValueError, match=r"`activation` must be one of \('gelu', 'relu'\)"
     ):
         _config(activation="tanh")
+
+
+def test_parse_rate_or_none():
+    assert parse_rate_or_none("0.3") == 0.3
+    assert parse_rate_or_none("0") == 0.0
+    assert parse_rate_or_none(" None ") is None
+    for bad in ("high", "1.0", "-0.1", "nan", ""):
+        with pytest.raises(ValueError, match=r"must be a rate in \[0, 1\) or none"):
+            parse_rate_or_none(bad)

@@ -571,9 +571,12 @@ class FAMEHyperModel(keras_tuner.HyperModel):
         """Dropout rate of a trial's model, attention included: warm-started
         FAME fine-tunes at `finetune_dropout` (when set), everything else at
         the trial's `dropout` (which also keys the pretrained SASRec)."""
-        if values["model"] == "fame" and self.warm_start:
-            if self.finetune_dropout is not None:
-                return self.finetune_dropout
+        if (
+            values["model"] == "fame"
+            and self.warm_start
+            and self.finetune_dropout is not None
+        ):
+            return self.finetune_dropout
         return values["dropout"]
 
     # ------------------------------------------------------------------- fit

@@ -43,7 +43,7 @@ import keras_tuner  # noqa: E402
 
 from keras_fame.layers._utils import check_choice, check_positive_int  # noqa: E402
 from keras_fame.models.fame import EXPERT_INITS, FACET_INITS  # noqa: E402
-from keras_fame.training import TrainConfig  # noqa: E402
+from keras_fame.training import TrainConfig, parse_rate_or_none  # noqa: E402
 from tuning.hypermodel import (  # noqa: E402
     HP_NAMES,
     OBJECTIVE,
@@ -688,18 +688,10 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def _rate_or_none(text: str) -> float | None:
-    """A dropout rate, or `None` for "none"."""
-    if text.strip().lower() == "none":
-        return None
     try:
-        rate = float(text)
-    except ValueError:
-        rate = None
-    if rate is None or not 0 <= rate < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected a rate in [0, 1) or none, got {text!r}"
-        )
-    return rate
+        return parse_rate_or_none(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def _option(text: str) -> tuple[str, object]:
