@@ -591,6 +591,14 @@ class RankingEvaluation(keras.callbacks.Callback):
     The scoring function is compiled once per model and reused across
     epochs; the model's current weights are read at every evaluation.
 
+    With an optimizer that keeps a moving average of the weights
+    (`use_ema=True`, Polyak averaging) and `average_weights`, each
+    evaluation scores the averaged weights: they are set for the
+    evaluation (and for saving the best ones) and the raw weights are put
+    back exactly before the next callback, so training, and callbacks after
+    this one, are unchanged. The best weights kept and restored are then
+    averaged ones.
+
     Args:
         valid_dataset: Batched `(features, target)` dataset, as for
             `evaluate_ranking`.
@@ -615,6 +623,8 @@ class RankingEvaluation(keras.callbacks.Callback):
             count and its best weights.
         item_chunk_size: Stream the item table in chunks of this many items
             (see `evaluate_ranking`); `None` scores all items at once.
+        average_weights: Evaluate the optimizer's averaged weights when it
+            keeps them (see above); `False`: always the raw weights.
 
     Attributes:
         best: Best value of `monitor` so far (`-inf` before any evaluation).
@@ -651,6 +661,7 @@ class RankingEvaluation(keras.callbacks.Callback):
         run_eagerly: bool = False,
         state_dir: str | None = None,
         item_chunk_size: int | None = None,
+        average_weights: bool = True,
     ):
         super().__init__()
         self.ks = _check_ks(ks)
@@ -687,6 +698,12 @@ class RankingEvaluation(keras.callbacks.Callback):
         self.run_eagerly = bool(run_eagerly)
         self.state_dir = None if state_dir is None else os.fspath(state_dir)
         self.item_chunk_size = item_chunk_size
+        if not isinstance(average_weights, bool):
+            raise ValueError(
+                "`average_weights` must be True or False. "
+                f"Received: average_weights={average_weights!r}"
+            )
+        self.average_weights = average_weights
         self._evaluator = None
         self._reset()
 
@@ -756,9 +773,36 @@ class RankingEvaluation(keras.callbacks.Callback):
             )
         return metrics_from_ranks(self._evaluator.ranks(self.valid_dataset), self.ks)
 
+    def _averages(self):
+        """`(variables, averages)` when the weights are to be evaluated
+        averaged, else `None`."""
+        optimizer = getattr(self.model, "optimizer", None)
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # loss scale
+        if not (self.average_weights and getattr(optimizer, "use_ema", False)):
+            return None
+        averages = getattr(optimizer, "_model_variables_moving_average", None)
+        if not averages:  # not built: no step taken
+            return None
+        return optimizer._trainable_variables, averages
+
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
+        averaged = self._averages()
+        if averaged is None:
+            self._evaluate_epoch(epoch, logs)
+            return
+        variables, averages = averaged
+        raw = [ops.convert_to_numpy(v) for v in variables]
+        for variable, average in zip(variables, averages, strict=True):
+            variable.assign(average)
+        try:
+            self._evaluate_epoch(epoch, logs)
+        finally:
+            for variable, value in zip(variables, raw, strict=True):
+                variable.assign(value)
+
+    def _evaluate_epoch(self, epoch, logs):
         start = time.perf_counter()
         metrics = self.evaluate()
         seconds = time.perf_counter() - start

@@ -334,6 +334,128 @@ def test_finetune_dropout_applies_to_fame_only(data, tmp_path):
             _config(finetune_dropout=bad)
 
 
+class _WeightRecorder(keras.callbacks.Callback):
+    """The trainable weights after every step, with the epoch of the step."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        weights = [
+            keras.ops.convert_to_numpy(v) for v in self.model.trainable_variables
+        ]
+        self.steps.append((self.epoch, weights))
+
+
+def test_weight_averaging_matches_a_numpy_reference(data, tmp_path):
+    momentum = 0.8
+    plain, averaged = _WeightRecorder(), _WeightRecorder()
+    config = _config(pretrain_epochs=3, patience=None)
+    _, plain_results = train_sasrec(
+        data, config, tmp_path / "plain", verbose=0, callbacks=[plain]
+    )
+    model, results = train_sasrec(
+        data,
+        dataclasses.replace(config, ema_momentum=momentum),
+        tmp_path / "averaged",
+        verbose=0,
+        callbacks=[averaged],
+    )
+    # Averaging does not touch training: the raw weights of every step are
+    # those of the run without it (the evaluation's swap is exact).
+    assert len(plain.steps) == len(averaged.steps) > 3
+    for (epoch, weights), (other_epoch, others) in zip(
+        plain.steps, averaged.steps, strict=True
+    ):
+        assert epoch == other_epoch
+        for a, b in zip(weights, others, strict=True):
+            np.testing.assert_array_equal(a, b)
+    # Keras' average: the first step's weights, then m * avg + (1 - m) * w.
+    # The model kept is the average at the end of the best epoch.
+    best = results["best_epoch"] - 1
+    average = None
+    for epoch, weights in averaged.steps:
+        if epoch > best:
+            break
+        if average is None:
+            average = [w.astype("float64") for w in weights]
+        else:
+            average = [
+                momentum * a + (1 - momentum) * w
+                for a, w in zip(average, weights, strict=True)
+            ]
+    kept = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+    for a, b in zip(kept, average, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # It is what was validated and tested, not the raw weights.
+    raw = averaged.steps[-1][1]
+    assert any(not np.allclose(a, b) for a, b in zip(kept, raw, strict=True))
+    history = json.loads(
+        (tmp_path / "averaged" / "sasrec" / "history.json").read_text()
+    )
+    assert results["valid"]["NDCG@20"] == pytest.approx(
+        history[best]["NDCG@20"], abs=1e-6
+    )
+    plain_history = json.loads(
+        (tmp_path / "plain" / "sasrec" / "history.json").read_text()
+    )
+    assert [h["NDCG@20"] for h in history] != [h["NDCG@20"] for h in plain_history]
+    assert plain_results["valid"] != results["valid"]
+    # A recorded field only when set: runs before it had none.
+    assert "ema_momentum" not in config_record(config)
+    for bad in (1.0, -0.5, "0.9", True):
+        with pytest.raises(ValueError, match="`ema_momentum` must be a float"):
+            _config(ema_momentum=bad)
+    with pytest.raises(ValueError, match="`ema_momentum`.*distribution='mirrored'"):
+        _config(ema_momentum=0.9, distribution="mirrored")
+
+
+class _AverageRecorder(keras.callbacks.Callback):
+    """Raw and averaged weights when training starts and after every step."""
+
+    def _state(self):
+        optimizer = self.model.optimizer
+        return [
+            [keras.ops.convert_to_numpy(v) for v in variables]
+            for variables in (
+                optimizer._trainable_variables,
+                optimizer._model_variables_moving_average,
+            )
+        ]
+
+    def on_train_begin(self, logs=None):
+        self.start, self.steps = self._state(), []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append(self._state())
+
+
+def test_interrupted_averaged_training_resumes_its_averages(data, tmp_path):
+    config = _config(pretrain_epochs=3, patience=None, ema_momentum=0.8)
+    first, second = _AverageRecorder(), _AverageRecorder()
+    with pytest.raises(KeyboardInterrupt):
+        train_sasrec(
+            data, config, tmp_path, verbose=0, callbacks=[first, _Interrupt(1, 4)]
+        )
+    train_sasrec(data, config, tmp_path, verbose=0, callbacks=[second])
+
+    def same(a, b):
+        return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+    # The rerun starts from a backup of both the weights and their averages
+    # of one step of the interrupted epoch (5 steps an epoch), not from
+    # fresh averages.
+    raw, averages = second.start
+    steps = [i for i, (r, a) in enumerate(first.steps) if same(r, raw)]
+    assert len(steps) == 1 and steps[0] >= 5
+    assert same(first.steps[steps[0]][1], averages)
+    assert not same(raw, averages)
+
+
 def test_interrupted_training_resumes(data, tmp_path):
     config = _config(pretrain_epochs=4, patience=10)
     with pytest.raises(KeyboardInterrupt):
