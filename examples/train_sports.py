@@ -86,6 +86,7 @@ def parse_args(argv):
     )
     # One flag per TrainConfig field, documented by its docstring.
     docs, choices = config_help(), config_choices()
+    docs = {name: text.replace("%", "%%") for name, text in docs.items()}  # argparse
     group = parser.add_argument_group("training (keras_fame.training.TrainConfig)")
     for field in dataclasses.fields(TrainConfig):
         value = getattr(defaults, field.name)
