@@ -112,6 +112,12 @@ def main(argv=None):
     if epochs < 1:
         raise SystemExit(f"--epochs must be at least 1. Received: {epochs}")
     config = dataclasses.replace(recipe, learning_rate=rate)
+    if args.carry_optimizer and config.ema_momentum is not None:
+        # The carried averages would be SASRec's last step's, not its best's.
+        raise SystemExit(
+            "--carry-optimizer does not carry weight averages: the folder's "
+            f"recipe has ema_momentum={config.ema_momentum}."
+        )
     if dropout is not None:  # as `TrainConfig.finetune_config` does for FAME
         config = dataclasses.replace(config, dropout=dropout, attention_dropout=None)
     data = datasets.load(args.dataset, data_dir=args.data_dir)

@@ -597,7 +597,10 @@ class RankingEvaluation(keras.callbacks.Callback):
     evaluation (and for saving the best ones) and the raw weights are put
     back exactly before the next callback, so training, and callbacks after
     this one, are unchanged. The best weights kept and restored are then
-    averaged ones.
+    averaged ones. Callbacks after this one see the averaged weights' metrics
+    in `logs` but the raw weights in the model: a `ModelCheckpoint` there
+    saves raw weights; the best averaged ones are `state_dir`'s
+    `best.weights.h5` and the model once `fit` returns.
 
     Args:
         valid_dataset: Batched `(features, target)` dataset, as for
@@ -739,10 +742,17 @@ class RankingEvaluation(keras.callbacks.Callback):
         self.best_epoch = state["best_epoch"]
         self.history = state["history"]
         if self.restore_best_weights and os.path.exists(weights_path):
+            # The file also holds the optimizer's state of that epoch (its
+            # moments, step count, averages): keep the current one.
+            optimizer = getattr(self.model, "optimizer", None)
+            slots = list(getattr(optimizer, "variables", None) or [])
+            state = [ops.convert_to_numpy(v) for v in slots]
             current = self.model.get_weights()
             self.model.load_weights(weights_path)
             self.best_weights = self.model.get_weights()
             self.model.set_weights(current)
+            for variable, value in zip(slots, state, strict=True):
+                variable.assign(value)
 
     def _save_state(self, improved: bool) -> None:
         if self.state_dir is None:
@@ -781,9 +791,17 @@ class RankingEvaluation(keras.callbacks.Callback):
         if not (self.average_weights and getattr(optimizer, "use_ema", False)):
             return None
         averages = getattr(optimizer, "_model_variables_moving_average", None)
-        if not averages:  # not built: no step taken
+        # Before the first step the averages are zeros, not weights.
+        if not averages or int(ops.convert_to_numpy(optimizer.iterations)) == 0:
             return None
-        return optimizer._trainable_variables, averages
+        pairs = [
+            (variable, average)
+            for variable, average in zip(
+                optimizer._trainable_variables, averages, strict=True
+            )
+            if average is not None  # Keras keeps none for some variables
+        ]
+        return [v for v, _ in pairs], [a for _, a in pairs]
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:

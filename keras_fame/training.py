@@ -84,7 +84,7 @@ class TrainConfig:
         finetune_learning_rate: Adam's rate for FAME's fine-tuning (default
             1e-4); `None`: `learning_rate`, the paper's single rate. With 1e-4
             the warm-started FAME beat our SASRec on every test metric of all
-            three Amazon datasets (with 1e-3: on no Beauty or Toys test
+            three Amazon datasets (without `ema_momentum`) (with 1e-3: on no Beauty or Toys test
             metric), though SASRec trained further at 1e-4 gains nearly as
             much (README, Benchmarks; `benchmarks/bench_sasrec_continued.py`).
         finetune_dropout: dropout rate (residual branches and attention) of
@@ -470,6 +470,12 @@ def fit_stage(
     ]
     strategy = getattr(model, "distribute_strategy", None)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    if averaging and replicas > 1:
+        raise ValueError(
+            "`ema_momentum` (weight averaging) is not supported with several "
+            f"replicas ({replicas} in the model's strategy); use one device or "
+            "ema_momentum=None."
+        )
     model.fit(
         _train_pipeline(dataset, config, count_targets=replicas > 1),
         epochs=epochs,

@@ -371,6 +371,8 @@ def test_callback_argument_errors():
         RankingEvaluation(valid, every=0)
     with pytest.raises(ValueError, match="`ks`"):
         RankingEvaluation(valid, ks=(0,))
+    with pytest.raises(ValueError, match="`average_weights` must be True or False"):
+        RankingEvaluation(valid, average_weights="yes")
     assert RankingEvaluation(valid, monitor="val_HR@10").monitor == "HR@10"
 
 

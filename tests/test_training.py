@@ -414,6 +414,16 @@ def test_weight_averaging_matches_a_numpy_reference(data, tmp_path):
         _config(ema_momentum=0.9, distribution="mirrored")
 
 
+def test_weight_averaging_reaches_both_stages(data, tmp_path):
+    config = _config(pretrain_epochs=1, finetune_epochs=1, ema_momentum=0.5)
+    runs = two_stage(data, config, tmp_path, verbose=0)
+    for name in ("sasrec", "fame"):
+        optimizer = runs[name][0].optimizer
+        assert optimizer.use_ema and optimizer.ema_momentum == 0.5
+        stage = json.loads((tmp_path / name / "stage.json").read_text())
+        assert stage["ema_momentum"] == 0.5
+
+
 class _AverageRecorder(keras.callbacks.Callback):
     """Raw and averaged weights when training starts and after every step."""
 

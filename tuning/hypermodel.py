@@ -506,6 +506,12 @@ class FAMEHyperModel(keras_tuner.HyperModel):
                 f"prefixes={cache.config.prefixes}; received max_len={max_len}, "
                 f"pretrain_epochs={pretrain_epochs}, prefixes={self.prefixes}."
             )
+        elif cache.config.ema_momentum is not None:
+            # Trials train without averaging; their SASRecs must too.
+            raise ValueError(
+                "`cache` averages weights (ema_momentum="
+                f"{cache.config.ema_momentum}); the search trains without."
+            )
         self.cache = cache
         self.builds = 0
         self.fits = 0
