@@ -98,9 +98,9 @@ class TrainConfig:
             (`use_ema=True`), and the validation, early stopping, the saved
             model and its test metrics use the averaged weights while training
             goes on from the raw ones. `None` (default): no averaging. With
-            0.999 SASRec alone gained on every test metric of Beauty and Toys
-            (+0.9% to +4.3%) but FAME nothing (-0.8% to +0.3%; README,
-            Benchmarks). Not with `distribution`.
+            0.999 SASRec alone gained on every test metric of Beauty, Toys and
+            Sports (+0.9% to +4.4%) but FAME nothing (Beauty, Toys: -0.8% to
+            +0.3%; README, Benchmarks). Not with `distribution`.
         batch_size: training rows per step (the global batch when
             distributed).
         pretrain_epochs: epoch budget of SASRec's pretraining.
