@@ -99,8 +99,8 @@ class TrainConfig:
             model and its test metrics use the averaged weights while training
             goes on from the raw ones. `None` (default): no averaging. With
             0.999 SASRec alone gained on every test metric of Beauty, Toys and
-            Sports (+0.9% to +4.4%) but FAME nothing (Beauty, Toys: -0.8% to
-            +0.3%; README, Benchmarks). Not with `distribution`.
+            Sports (+0.9% to +4.4%) but FAME no clear gain (-1.4% to +1.5%;
+            README, Benchmarks). Not with `distribution`.
         batch_size: training rows per step (the global batch when
             distributed).
         pretrain_epochs: epoch budget of SASRec's pretraining.
