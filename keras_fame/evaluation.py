@@ -784,7 +784,7 @@ class RankingEvaluation(keras.callbacks.Callback):
         return metrics_from_ranks(self._evaluator.ranks(self.valid_dataset), self.ks)
 
     def _averages(self):
-        """`(variables, averages)` when the weights are to be evaluated
+        """`(variable, average)` pairs when the weights are to be evaluated
         averaged, else `None`."""
         optimizer = getattr(self.model, "optimizer", None)
         optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # loss scale
@@ -794,30 +794,28 @@ class RankingEvaluation(keras.callbacks.Callback):
         # Before the first step the averages are zeros, not weights.
         if not averages or int(ops.convert_to_numpy(optimizer.iterations)) == 0:
             return None
-        pairs = [
+        return [
             (variable, average)
             for variable, average in zip(
                 optimizer._trainable_variables, averages, strict=True
             )
             if average is not None  # Keras keeps none for some variables
         ]
-        return [v for v, _ in pairs], [a for _, a in pairs]
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
-        averaged = self._averages()
-        if averaged is None:
+        pairs = self._averages()
+        if pairs is None:
             self._evaluate_epoch(epoch, logs)
             return
-        variables, averages = averaged
-        raw = [ops.convert_to_numpy(v) for v in variables]
-        for variable, average in zip(variables, averages, strict=True):
+        raw = [ops.convert_to_numpy(variable) for variable, _ in pairs]
+        for variable, average in pairs:
             variable.assign(average)
         try:
             self._evaluate_epoch(epoch, logs)
         finally:
-            for variable, value in zip(variables, raw, strict=True):
+            for (variable, _), value in zip(pairs, raw, strict=True):
                 variable.assign(value)
 
     def _evaluate_epoch(self, epoch, logs):

@@ -84,8 +84,8 @@ class TrainConfig:
         finetune_learning_rate: Adam's rate for FAME's fine-tuning (default
             1e-4); `None`: `learning_rate`, the paper's single rate. With 1e-4
             the warm-started FAME beat our SASRec on every test metric of all
-            three Amazon datasets (without `ema_momentum`) (with 1e-3: on no Beauty or Toys test
-            metric), though SASRec trained further at 1e-4 gains nearly as
+            three Amazon datasets without `ema_momentum` (with 1e-3: on no
+            Beauty or Toys test metric), though SASRec trained further at 1e-4 gains nearly as
             much (README, Benchmarks; `benchmarks/bench_sasrec_continued.py`).
         finetune_dropout: dropout rate (residual branches and attention) of
             the whole FAME model during fine-tuning (default 0.3); `None`: the
@@ -436,14 +436,10 @@ def fit_stage(
     """
     stage_dir = Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    averaging = config.ema_momentum is not None
-    model.compile(
-        optimizer=keras.optimizers.Adam(
-            config.learning_rate,
-            use_ema=averaging,
-            ema_momentum=config.ema_momentum if averaging else 0.99,
-        )
-    )
+    averaging = {}
+    if config.ema_momentum is not None:
+        averaging = dict(use_ema=True, ema_momentum=config.ema_momentum)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, **averaging))
     # Build the optimizer's slots now, so that BackupAndRestore can load them.
     model.optimizer.build(model.trainable_variables)
     valid = dataset.eval_dataset("valid", config.eval_batch_size, config.max_len)
