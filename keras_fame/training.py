@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import numbers
 import os
 import time
@@ -50,6 +51,9 @@ from keras_fame.models.base import ANCHORS, NEGATIVES, SOFTMAXES
 from keras_fame.models.fame import EXPERT_INITS, FACET_INITS
 
 METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
+# Weights that `TrainConfig.weight_decay` leaves alone (matched against the
+# variables' names): biases and LayerNorm parameters.
+NO_DECAY = ("bias", "gamma", "beta")
 # FFN activations of the SASRec blocks that `TrainConfig` offers.
 ACTIVATIONS = ("gelu", "relu")
 
@@ -101,6 +105,13 @@ class TrainConfig:
             0.999 SASRec alone gained on every test metric of Beauty, Toys and
             Sports (+0.9% to +4.4%) but FAME no clear gain (-1.4% to +1.5%;
             README, Benchmarks). Not with `distribution`.
+        label_smoothing: share of each target's probability spread evenly
+            over all items in the loss of both stages (see `SASRec`); 0
+            (default): plain cross-entropy. Full softmax only.
+        weight_decay: decoupled weight decay of Adam in both stages (each
+            step multiplies a weight by `1 - learning_rate * weight_decay`,
+            as AdamW does), on every kernel and embedding table but not on
+            biases or LayerNorm parameters; 0 (default): none.
         batch_size: training rows per step (the global batch when
             distributed).
         pretrain_epochs: epoch budget of SASRec's pretraining.
@@ -160,6 +171,8 @@ class TrainConfig:
     finetune_learning_rate: float | None = 1e-4
     finetune_dropout: float | None = 0.3
     ema_momentum: float | None = None
+    label_smoothing: float = 0.0
+    weight_decay: float = 0.0
     batch_size: int = 256
     pretrain_epochs: int = 200
     finetune_epochs: int = 200
@@ -198,6 +211,8 @@ class TrainConfig:
         )
         self.seed = check_non_negative_int("seed", self.seed)
         check_rate("dropout", self.dropout)
+        check_rate("label_smoothing", self.label_smoothing)
+        self.weight_decay = check_weight_decay(self.weight_decay)
         for name in ("attention_dropout", "finetune_dropout", "ema_momentum"):
             if getattr(self, name) is not None:
                 check_rate(name, getattr(self, name))
@@ -215,6 +230,11 @@ class TrainConfig:
                     f"Received: {field.name}={value!r}"
                 )
         check_row_options(self.windows, self.prefixes, self.empty_prefix)
+        if self.label_smoothing and self.softmax != "full":
+            raise ValueError(
+                "`label_smoothing` needs softmax='full'. Received: "
+                f"label_smoothing={self.label_smoothing!r}, softmax={self.softmax!r}"
+            )
         if self.ema_momentum is not None and self.distribution != "none":
             raise ValueError(
                 "`ema_momentum` (weight averaging) is not supported with "
@@ -248,6 +268,7 @@ class TrainConfig:
             position_anchor=self.position_anchor,
             log_q_correction=self.log_q_correction,
             activation=self.activation,
+            label_smoothing=self.label_smoothing,
         )
 
 
@@ -268,6 +289,8 @@ LATER_FIELDS = {
     "finetune_dropout": None,
     "activation": "gelu",
     "ema_momentum": None,
+    "label_smoothing": 0.0,
+    "weight_decay": 0.0,
 }
 
 
@@ -318,6 +341,22 @@ def config_help() -> dict[str, str]:
         elif entries:
             entries[-1][1].append(text)
     return {n: " ".join(words) for names, words in entries for n in names}
+
+
+def check_weight_decay(value) -> float:
+    """Returns `weight_decay` as a Python float, or raises a `ValueError`
+    unless it is a finite number >= 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(
+            "`weight_decay` must be a finite number >= 0. "
+            f"Received: weight_decay={value!r}"
+        )
+    return float(value)
 
 
 def check_learning_rate(name: str, value, allow_none: bool = False) -> None:
@@ -439,7 +478,13 @@ def fit_stage(
     averaging = {}
     if config.ema_momentum is not None:
         averaging = dict(use_ema=True, ema_momentum=config.ema_momentum)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, **averaging))
+    decay = {}
+    if config.weight_decay:
+        decay = dict(weight_decay=config.weight_decay)
+    optimizer = keras.optimizers.Adam(config.learning_rate, **averaging, **decay)
+    if decay:
+        optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY))
+    model.compile(optimizer=optimizer)
     # Build the optimizer's slots now, so that BackupAndRestore can load them.
     model.optimizer.build(model.trainable_variables)
     valid = dataset.eval_dataset("valid", config.eval_batch_size, config.max_len)

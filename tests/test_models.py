@@ -117,6 +117,37 @@ def test_loss_is_cross_entropy_over_real_positions(model):
     np.testing.assert_allclose(_np(loss), np.mean(losses), rtol=1e-5)
 
 
+@pytest.mark.parametrize("index", [0, 1])
+def test_label_smoothing_loss_matches_numpy_reference(index):
+    eps = 0.2
+    kwargs = dict(num_items=NUM_ITEMS, max_len=MAX_LEN, hidden_dim=16, dropout=0.0)
+    if index:
+        model = FAME(num_experts=3, label_smoothing=eps, **kwargs)
+    else:
+        model = SASRec(label_smoothing=eps, **kwargs)
+    x, y = _batch()
+    vectors = _np(model(x))
+    table = _np(model.item_embedding.embeddings)[1:]
+    losses = []
+    for b, t in zip(*np.nonzero(y), strict=True):
+        logits = table @ vectors[b, t].astype("float64")
+        log_p = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+        # Target (1 - eps) on the next item plus eps / num_items on every item.
+        target = np.full(NUM_ITEMS, eps / NUM_ITEMS)
+        target[y[b, t] - 1] += 1.0 - eps
+        losses.append(-(target * log_p).sum())
+    loss = model.compute_loss(x, y, model(x))
+    np.testing.assert_allclose(_np(loss), np.mean(losses), rtol=1e-5)
+    # It survives a config round trip and a warm start.
+    assert type(model).from_config(model.get_config()).label_smoothing == eps
+    if not index:
+        assert FAME.from_sasrec(model, 2).label_smoothing == eps
+    with pytest.raises(ValueError, match="`label_smoothing`.*label_smoothing=1.0"):
+        SASRec(label_smoothing=1.0, **kwargs)
+    with pytest.raises(ValueError, match="`label_smoothing` needs softmax='full'"):
+        SASRec(label_smoothing=0.1, softmax="sampled", **kwargs)
+
+
 def test_last_position_only_is_the_last_position_of_the_full_output(model):
     x, _ = _batch()
     full = _np(model(x))

@@ -232,6 +232,10 @@ def test_finetune_learning_rate_applies_to_fame_only(data, tmp_path):
         ("prefixes", "no", "`prefixes` must be True or False"),
         ("windows", True, r"`prefixes` and `windows` exclude each other"),
         ("num_heads", 3, "`hidden_dim` must be divisible by `num_heads`"),
+        ("label_smoothing", 1.0, r"`label_smoothing` must be a float in \[0, 1\)"),
+        ("weight_decay", -0.1, "`weight_decay` must be a finite number >= 0"),
+        ("weight_decay", float("inf"), "`weight_decay` must be a finite number"),
+        ("weight_decay", "0.1", "`weight_decay` must be a finite number >= 0"),
     ],
 )
 def test_config_rejects_bad_fields_at_once(field, bad, message):
@@ -422,6 +426,63 @@ def test_weight_averaging_reaches_both_stages(data, tmp_path):
         assert optimizer.use_ema and optimizer.ema_momentum == 0.5
         stage = json.loads((tmp_path / name / "stage.json").read_text())
         assert stage["ema_momentum"] == 0.5
+
+
+class _FirstStep(keras.callbacks.Callback):
+    """The trainable weights at the start and after the first step."""
+
+    def _weights(self):
+        return [keras.ops.convert_to_numpy(v) for v in self.model.trainable_variables]
+
+    def on_train_begin(self, logs=None):
+        self.start = self._weights()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 0:
+            self.first = self._weights()
+
+
+def test_weight_decay_shrinks_kernels_and_embeddings_only(data, tmp_path):
+    # Decoupled decay: Adam's step does not depend on the weight, so one step
+    # with decay differs from one without by -learning_rate * decay * w.
+    decay = 3.0
+    config = _config(pretrain_epochs=1, patience=None)
+    plain, decayed = _FirstStep(), _FirstStep()
+    train_sasrec(data, config, tmp_path / "plain", verbose=0, callbacks=[plain])
+    config = dataclasses.replace(config, weight_decay=decay)
+    model, _ = train_sasrec(
+        data, config, tmp_path / "decayed", verbose=0, callbacks=[decayed]
+    )
+    assert model.optimizer.weight_decay == decay
+    names = [v.name for v in model.trainable_variables]
+    kept = 0
+    for i, (name, start) in enumerate(zip(names, plain.start, strict=True)):
+        np.testing.assert_array_equal(decayed.start[i], start)
+        # Biases (`bias`, `query_bias`, ...) and LayerNorm weights are kept.
+        shrink = 0.0 if any(n in name for n in ("bias", "gamma", "beta")) else decay
+        kept += not shrink
+        expected = plain.first[i] - config.learning_rate * shrink * start
+        np.testing.assert_allclose(decayed.first[i], expected, atol=1e-6)
+        if shrink:
+            assert not np.allclose(decayed.first[i], plain.first[i]), name
+    assert 0 < kept < len(names)
+
+
+def test_label_smoothing_and_weight_decay_reach_both_stages(data, tmp_path):
+    assert "weight_decay" not in config_record(_config())
+    assert "label_smoothing" not in config_record(_config())
+    config = _config(
+        pretrain_epochs=1, finetune_epochs=1, label_smoothing=0.1, weight_decay=0.01
+    )
+    runs = two_stage(data, config, tmp_path, verbose=0)
+    for name in ("sasrec", "fame"):
+        model = runs[name][0]
+        assert model.label_smoothing == 0.1
+        assert model.optimizer.weight_decay == 0.01
+        stage = json.loads((tmp_path / name / "stage.json").read_text())
+        assert stage["label_smoothing"] == 0.1 and stage["weight_decay"] == 0.01
+    with pytest.raises(ValueError, match="`label_smoothing` needs softmax='full'"):
+        _config(label_smoothing=0.1, softmax="sampled")
 
 
 class _AverageRecorder(keras.callbacks.Callback):

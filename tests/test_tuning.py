@@ -306,6 +306,25 @@ def test_sasrec_cache_key_ignores_what_pretraining_does_not_read(data, tmp_path)
     assert key() != key(patience=3)
 
 
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("ema_momentum", 0.9, "`cache` averages weights"),
+        ("label_smoothing", 0.1, "`cache` trains with label_smoothing=0.1"),
+        ("weight_decay", 0.01, "`cache` trains with .*weight_decay=0.01"),
+    ],
+)
+def test_cache_trained_differently_from_the_trials_is_refused(
+    data, tmp_path, field, value, message
+):
+    # Trials compile a plain Adam and the plain loss; the SASRecs they
+    # warm-start from must have been trained the same way.
+    config = TrainConfig(**{**TRAIN, "pretrain_epochs": 1, field: value})
+    cache = SASRecCache(data, tmp_path, config)
+    with pytest.raises(ValueError, match=message):
+        FAMEHyperModel(data, None, epochs=1, cache=cache, **TRAIN)
+
+
 def test_non_dividing_trial_is_excluded_not_crashed(data, tmp_path):
     space = SearchSpace(
         models=("sasrec",), heads=(2, 8), hidden_dims=(12, 16), num_blocks=(1,)

@@ -512,6 +512,13 @@ class FAMEHyperModel(keras_tuner.HyperModel):
                 "`cache` averages weights (ema_momentum="
                 f"{cache.config.ema_momentum}); the search trains without."
             )
+        elif cache.config.label_smoothing or cache.config.weight_decay:
+            # Likewise for the loss and the optimizer's decay.
+            raise ValueError(
+                "`cache` trains with label_smoothing="
+                f"{cache.config.label_smoothing}, weight_decay="
+                f"{cache.config.weight_decay}; the search trains without (0)."
+            )
         self.cache = cache
         self.builds = 0
         self.fits = 0

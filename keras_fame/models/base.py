@@ -215,6 +215,7 @@ class SequentialRecommender(keras.Model):
         position_anchor: str = "end",
         log_q_correction: bool = True,
         layer_norm_epsilon: float = 1e-12,
+        label_smoothing: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -236,6 +237,13 @@ class SequentialRecommender(keras.Model):
         intermediate_dim = check_positive_int("intermediate_dim", intermediate_dim)
         check_heads_divide(hidden_dim, num_heads)
         layer_norm_epsilon = check_epsilon("layer_norm_epsilon", layer_norm_epsilon)
+        check_rate("label_smoothing", label_smoothing)
+        if label_smoothing and softmax != "full":
+            raise ValueError(
+                "`label_smoothing` needs softmax='full' (it spreads its share "
+                "over the whole catalogue). Received: "
+                f"label_smoothing={label_smoothing!r}, softmax={softmax!r}"
+            )
         self.num_items = num_items
         self.max_len = max_len
         self.hidden_dim = hidden_dim
@@ -252,6 +260,7 @@ class SequentialRecommender(keras.Model):
         self.position_anchor = position_anchor
         self.log_q_correction = bool(log_q_correction)
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.label_smoothing = float(label_smoothing)
         self._sampler = keras.random.SeedGenerator(sampler_seed, name="sampler")
         # On TensorFlow the loss gathers the real positions (a dynamic shape),
         # which XLA can't compile; the other backends use static shapes.
@@ -433,6 +442,14 @@ class SequentialRecommender(keras.Model):
             losses = keras.losses.sparse_categorical_crossentropy(
                 ops.maximum(targets - 1, 0), item_logits, from_logits=True
             )
+            if self.label_smoothing:
+                # Cross-entropy against (1 - e) one-hot + e uniform over the
+                # items: the uniform part is logsumexp minus the mean logit.
+                uniform = ops.logsumexp(item_logits, axis=-1) - ops.mean(
+                    item_logits, axis=-1
+                )
+                eps = self.label_smoothing
+                losses = (1.0 - eps) * losses + eps * uniform
         else:
             losses = self._sampled_softmax_losses(vectors, targets, weights)
         total = ops.sum(losses * weights)
@@ -684,6 +701,7 @@ class SequentialRecommender(keras.Model):
                 "position_anchor": self.position_anchor,
                 "log_q_correction": self.log_q_correction,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
+                "label_smoothing": self.label_smoothing,
             }
         )
         return config

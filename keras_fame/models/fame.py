@@ -44,6 +44,8 @@ class FAME(SequentialRecommender):
         layer_norm_epsilon: Epsilon of every LayerNorm (1e-12, as in the
             S3-Rec/ICLRec code); `SASRec`'s docstring says when to raise it
             (tiny `hidden_dim` with high dropout).
+        label_smoothing: Share of the target's probability spread evenly
+            over all items in the loss (see `SASRec`; 0: none).
         **kwargs: `keras.Model` arguments (`name`, `dtype`).
 
     Example:
@@ -291,6 +293,7 @@ class FAME(SequentialRecommender):
                 "position_anchor",
                 "log_q_correction",
                 "layer_norm_epsilon",
+                "label_smoothing",
             )
         }
         for key in ("num_items", "max_len", "hidden_dim", "num_blocks", "num_heads"):

@@ -37,6 +37,11 @@ class SASRec(SequentialRecommender):
             itself; at initialisation (zero biases) every LayerNorm above it
             then sees a zero vector, and the gradient overflows Adam. Use a
             larger `hidden_dim`, a lower rate, or an epsilon such as 1e-6.
+        label_smoothing: Share `e` in [0, 1) of the training target's
+            probability spread evenly over all items: the loss is the
+            cross-entropy against `(1 - e)` on the target plus `e / num_items`
+            on every item. 0 (default): plain cross-entropy. Full softmax
+            only.
         **kwargs: `keras.Model` arguments (`name`, `dtype`).
 
     Example:
