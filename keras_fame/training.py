@@ -113,8 +113,8 @@ class TrainConfig:
             step multiplies a weight by `1 - learning_rate * weight_decay`,
             as AdamW does), on every kernel and embedding table but not on
             biases or LayerNorm parameters; 0 (default): none. 0.1 lowered
-            SASRec on every Toys test metric and FAME on five of six
-            (README, Benchmarks).
+            SASRec on every Toys test metric and FAME on five of six; 0.01
+            left both level (README, Benchmarks).
         batch_size: training rows per step (the global batch when
             distributed).
         pretrain_epochs: epoch budget of SASRec's pretraining.
