@@ -47,7 +47,12 @@ from keras_fame.layers._utils import (
     check_rate,
 )
 from keras_fame.models import FAME, SASRec
-from keras_fame.models.base import ANCHORS, NEGATIVES, SOFTMAXES
+from keras_fame.models.base import (
+    ANCHORS,
+    NEGATIVES,
+    SOFTMAXES,
+    check_label_smoothing,
+)
 from keras_fame.models.fame import EXPERT_INITS, FACET_INITS
 
 METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
@@ -214,7 +219,6 @@ class TrainConfig:
         )
         self.seed = check_non_negative_int("seed", self.seed)
         check_rate("dropout", self.dropout)
-        check_rate("label_smoothing", self.label_smoothing)
         self.weight_decay = check_weight_decay(self.weight_decay)
         for name in ("attention_dropout", "finetune_dropout", "ema_momentum"):
             if getattr(self, name) is not None:
@@ -233,11 +237,7 @@ class TrainConfig:
                     f"Received: {field.name}={value!r}"
                 )
         check_row_options(self.windows, self.prefixes, self.empty_prefix)
-        if self.label_smoothing and self.softmax != "full":
-            raise ValueError(
-                "`label_smoothing` needs softmax='full'. Received: "
-                f"label_smoothing={self.label_smoothing!r}, softmax={self.softmax!r}"
-            )
+        check_label_smoothing(self.label_smoothing, self.softmax)
         if self.ema_momentum is not None and self.distribution != "none":
             raise ValueError(
                 "`ema_momentum` (weight averaging) is not supported with "

@@ -107,6 +107,18 @@ class PositionEmbedding(keras.layers.Layer):
         return config
 
 
+def check_label_smoothing(label_smoothing, softmax: str) -> None:
+    """Raises a `ValueError` unless `label_smoothing` is a rate in [0, 1),
+    and 0 where `softmax` is not `"full"`."""
+    check_rate("label_smoothing", label_smoothing)
+    if label_smoothing and softmax != "full":
+        raise ValueError(
+            "`label_smoothing` needs softmax='full' (it spreads its share "
+            "over the whole catalogue). Received: "
+            f"label_smoothing={label_smoothing!r}, softmax={softmax!r}"
+        )
+
+
 def _static_rank(tensor):
     """The rank of `tensor` if it is known while tracing, else None."""
     try:
@@ -237,13 +249,7 @@ class SequentialRecommender(keras.Model):
         intermediate_dim = check_positive_int("intermediate_dim", intermediate_dim)
         check_heads_divide(hidden_dim, num_heads)
         layer_norm_epsilon = check_epsilon("layer_norm_epsilon", layer_norm_epsilon)
-        check_rate("label_smoothing", label_smoothing)
-        if label_smoothing and softmax != "full":
-            raise ValueError(
-                "`label_smoothing` needs softmax='full' (it spreads its share "
-                "over the whole catalogue). Received: "
-                f"label_smoothing={label_smoothing!r}, softmax={softmax!r}"
-            )
+        check_label_smoothing(label_smoothing, softmax)
         self.num_items = num_items
         self.max_len = max_len
         self.hidden_dim = hidden_dim
@@ -439,17 +445,24 @@ class SequentialRecommender(keras.Model):
             item_logits = ops.cast(
                 ops.matmul(vectors, ops.transpose(self.item_table()[1:])), "float32"
             )
-            losses = keras.losses.sparse_categorical_crossentropy(
-                ops.maximum(targets - 1, 0), item_logits, from_logits=True
-            )
+            labels = ops.maximum(targets - 1, 0)
             if self.label_smoothing:
                 # Cross-entropy against (1 - e) one-hot + e uniform over the
-                # items: the uniform part is logsumexp minus the mean logit.
-                uniform = ops.logsumexp(item_logits, axis=-1) - ops.mean(
-                    item_logits, axis=-1
-                )
+                # items: logsumexp - (1 - e) target logit - e mean logit,
+                # with one logsumexp pass over the logits.
                 eps = self.label_smoothing
-                losses = (1.0 - eps) * losses + eps * uniform
+                target_logits = ops.take_along_axis(
+                    item_logits, ops.expand_dims(labels, -1), axis=-1
+                )[:, 0]
+                losses = (
+                    ops.logsumexp(item_logits, axis=-1)
+                    - (1.0 - eps) * target_logits
+                    - eps * ops.mean(item_logits, axis=-1)
+                )
+            else:
+                losses = keras.losses.sparse_categorical_crossentropy(
+                    labels, item_logits, from_logits=True
+                )
         else:
             losses = self._sampled_softmax_losses(vectors, targets, weights)
         total = ops.sum(losses * weights)
