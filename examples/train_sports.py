@@ -171,6 +171,7 @@ def main(argv=None):
     )
 
     facets = facet_summary(runs["fame"][0], data)
+    experts = expert_summary(runs["fame"][0], data)
     if args.smoke:
         return runs
     results_dir = Path(args.results_dir)
@@ -196,6 +197,8 @@ def main(argv=None):
         }
         if model == "fame" and facets is not None:
             record["facet_alignment"] = facets
+        if model == "fame":
+            record["expert_usage"] = experts
         path = results_dir / f"{args.dataset}-{model}.json"
         path.write_text(json.dumps(record, indent=2) + "\n")
         print(f"saved {path}")
@@ -234,6 +237,35 @@ def facet_summary(fame, data, k=10, max_users=1000):
         "chance": float(out["chance"][0]),
         "users": int(out["users"]),
         "k": k,
+    }
+
+
+def expert_summary(fame, data, max_users=1000):
+    """Prints and returns how FAME's router uses its experts (last position).
+
+    Returns a JSON-ready dict (stored in the FAME record as `expert_usage`):
+    per head `mean_routing` (per expert), `routing_entropy` (1: every expert
+    weighed evenly) and `expert_similarity` (mean cosine between the
+    experts' outputs; 1: they compute the same thing), and `users`.
+    """
+    from keras_fame.inspection import expert_usage
+
+    out = expert_usage(fame, data, max_users=max_users)
+    print(
+        "\nExpert routing at the last position (entropy 1: even; similarity 1: alike):"
+    )
+    for head in range(fame.num_heads):
+        weights = " ".join(f"{w:.3f}" for w in out["mean_routing"][head])
+        print(
+            f"  head {head}: mean weights {weights}; entropy "
+            f"{out['routing_entropy'][head]:.3f}; output similarity "
+            f"{out['expert_similarity'][head]:.4f}"
+        )
+    return {
+        "mean_routing": out["mean_routing"].round(6).tolist(),
+        "routing_entropy": out["routing_entropy"].round(6).tolist(),
+        "expert_similarity": out["expert_similarity"].round(6).tolist(),
+        "users": int(out["users"]),
     }
 
 

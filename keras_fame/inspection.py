@@ -155,3 +155,71 @@ def head_facet_alignment(
         "mean_gate": np.concatenate(gates).mean(0),
         "users": len(histories),
     }
+
+
+def expert_usage(
+    model: FAME,
+    dataset,
+    split: str = "test",
+    max_users: int = 2000,
+    batch_size: int = 256,
+) -> dict:
+    """How differently FAME's experts attend, and how the router uses them.
+
+    At the last position of each evaluated history, per head: the router's
+    mean weight on each expert, how often each expert gets the largest
+    weight, the entropy of the routing (divided by `log N`: 1 means every
+    expert weighed evenly at every position), and the mean cosine similarity
+    between the outputs of every pair of experts (1 means the experts
+    compute the same thing). Experts that agree and are weighed evenly make
+    a head's mixture (Eq. 17) no more than one attention: the mixture of
+    experts then adds nothing the head count and the other weights do not.
+
+    Args:
+        model: A trained `FAME`.
+        dataset: A `keras_fame.datasets.SequenceDataset`.
+        split: Histories of the `"valid"` or `"test"` split.
+        max_users: Users evaluated (the first ones).
+        batch_size: Users per batch.
+
+    Returns:
+        A dict of NumPy arrays and counts: `mean_routing` and `top_share`
+        `(num_heads, num_experts)`, `routing_entropy` and `expert_similarity`
+        `(num_heads,)`, `users`. With one expert per head the entropy is 0
+        and the similarity 1.
+    """
+    if not isinstance(model, FAME):
+        raise TypeError(
+            f"`model` must be a keras_fame.models.FAME. Received: {type(model)}"
+        )
+    features, _ = dataset.eval_arrays(split, max_len=model.max_len)
+    histories = features["item_ids"][:max_users]
+    experts = model.num_experts
+    routing, similarity = [], []
+    pairs = np.triu_indices(experts, k=1)
+    for start in range(0, len(histories), batch_size):
+        out = model.expert_outputs(histories[start : start + batch_size])
+        routing.append(out["routing"])
+        outputs = out["expert_outputs"].astype("float64")  # (B, H, N, k)
+        norms = np.linalg.norm(outputs, axis=-1, keepdims=True)
+        unit = outputs / np.maximum(norms, 1e-12)
+        cosine = np.einsum("bhnk,bhmk->bhnm", unit, unit)  # (B, H, N, N)
+        if experts > 1:
+            similarity.append(cosine[:, :, pairs[0], pairs[1]].mean(-1))
+        else:
+            similarity.append(np.ones(cosine.shape[:2]))
+    routing = np.concatenate(routing).astype("float64")  # (U, H, N)
+    top = np.argmax(routing, axis=-1)  # (U, H)
+    top_share = np.stack([np.mean(top == n, axis=0) for n in range(experts)], axis=-1)
+    if experts > 1:
+        entropy = -(routing * np.log(np.maximum(routing, 1e-12))).sum(-1)
+        entropy = entropy.mean(0) / np.log(experts)
+    else:
+        entropy = np.zeros(routing.shape[1])
+    return {
+        "mean_routing": routing.mean(0),
+        "top_share": top_share,
+        "routing_entropy": entropy,
+        "expert_similarity": np.concatenate(similarity).mean(0),
+        "users": len(histories),
+    }

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import numbers
 import os
 import time
@@ -43,6 +42,7 @@ from keras_fame.layers._utils import (
     check_choice,
     check_heads_divide,
     check_non_negative_int,
+    check_non_negative_number,
     check_positive_int,
     check_rate,
 )
@@ -85,6 +85,8 @@ class TrainConfig:
         expert_init: FAME's expert queries: `"pretrained"` (default; SASRec's
             last-block query plus noise) or `"random"` (the paper's); see
             `FAME.from_sasrec`.
+        expert_noise: stddev of the Gaussian noise added to each pretrained
+            expert query (default 0.02); with `expert_init="random"` unused.
         facet_init: FAME's per-head `W_f`: `"identity"` (default; with
             pretrained experts FAME starts close to SASRec's scores) or
             `"random"` (the paper's). The two defaults beat the paper's init
@@ -174,6 +176,7 @@ class TrainConfig:
     dropout: float = 0.5
     attention_dropout: float | None = None
     expert_init: str = "pretrained"
+    expert_noise: float = 0.02
     facet_init: str = "identity"
     learning_rate: float = 1e-3
     finetune_learning_rate: float | None = 1e-4
@@ -219,7 +222,8 @@ class TrainConfig:
         )
         self.seed = check_non_negative_int("seed", self.seed)
         check_rate("dropout", self.dropout)
-        self.weight_decay = check_weight_decay(self.weight_decay)
+        for name in ("weight_decay", "expert_noise"):
+            setattr(self, name, check_non_negative_number(name, getattr(self, name)))
         for name in ("attention_dropout", "finetune_dropout", "ema_momentum"):
             if getattr(self, name) is not None:
                 check_rate(name, getattr(self, name))
@@ -294,6 +298,7 @@ LATER_FIELDS = {
     "ema_momentum": None,
     "label_smoothing": 0.0,
     "weight_decay": 0.0,
+    "expert_noise": 0.02,
 }
 
 
@@ -344,22 +349,6 @@ def config_help() -> dict[str, str]:
         elif entries:
             entries[-1][1].append(text)
     return {n: " ".join(words) for names, words in entries for n in names}
-
-
-def check_weight_decay(value) -> float:
-    """Returns `weight_decay` as a Python float, or raises a `ValueError`
-    unless it is a finite number >= 0."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(
-            "`weight_decay` must be a finite number >= 0. "
-            f"Received: weight_decay={value!r}"
-        )
-    return float(value)
 
 
 def check_learning_rate(name: str, value, allow_none: bool = False) -> None:
@@ -626,6 +615,7 @@ def train_fame(
             sasrec,
             num_experts=config.num_experts,
             expert_init=config.expert_init,
+            expert_noise=config.expert_noise,
             facet_init=config.facet_init,
             seed=config.seed,
             **dropout,
@@ -648,7 +638,13 @@ def train_fame(
 # what these said for it.
 _STAGE_BUDGETS = ("pretrain_epochs", "finetune_epochs", "finetune_learning_rate")
 # Read by FAME's stage only.
-FAME_FIELDS = ("num_experts", "expert_init", "facet_init", "finetune_dropout")
+FAME_FIELDS = (
+    "num_experts",
+    "expert_init",
+    "expert_noise",
+    "facet_init",
+    "finetune_dropout",
+)
 
 
 def run_stage(

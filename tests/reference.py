@@ -12,12 +12,23 @@ def softmax(x, axis=-1):
 
 
 def moe_query_attention(
-    x, wq, wk, wv, wr=None, bq=None, bk=None, bv=None, padding=None, causal=True
+    x,
+    wq,
+    wk,
+    wv,
+    wr=None,
+    bq=None,
+    bk=None,
+    bv=None,
+    padding=None,
+    causal=True,
+    return_experts=False,
 ):
     """Eqs. 12-17 with explicit loops over batch, head, expert and position.
 
     x (B, L, d); wq (d, H, N, k); wk, wv (d, H, k); wr (H, N*k, N).
-    Returns out (B, L, H, k) and routing (B, L, H, N).
+    Returns out (B, L, H, k) and routing (B, L, H, N), and with
+    `return_experts` each expert's output (B, L, H, N, k) (0 at padding).
     """
     b_size, length, _ = x.shape
     _, heads, experts, k = wq.shape
@@ -25,6 +36,7 @@ def moe_query_attention(
         padding = np.ones((b_size, length), bool)
     out = np.zeros((b_size, length, heads, k))
     routing = np.zeros((b_size, length, heads, experts))
+    expert_out = np.zeros((b_size, length, heads, experts, k))
     for b in range(b_size):
         for h in range(heads):
             keys = x[b] @ wk[:, h] + (0 if bk is None else bk[h])
@@ -45,12 +57,15 @@ def moe_query_attention(
                     a = softmax(s)
                     f.append(sum(a[t] * values[j] for t, j in enumerate(allowed)))
                 f = np.stack(f)  # (N, k)
+                expert_out[b, i, h] = f
                 if experts == 1:
                     beta = np.ones(1)
                 else:
                     beta = softmax(np.concatenate(f) @ wr[h])
                 routing[b, i, h] = beta
                 out[b, i, h] = (beta[:, None] * f).sum(0)
+    if return_experts:
+        return out, routing, expert_out
     return out, routing
 
 

@@ -453,6 +453,21 @@ def test_from_sasrec_pretrained_experts_start_from_the_sasrec_query():
         FAME.from_sasrec(sasrec, num_experts=2, hidden_dim=32)
     with pytest.raises(ValueError, match="expert_init"):
         FAME.from_sasrec(sasrec, num_experts=2, expert_init="copy")
+    with pytest.raises(ValueError, match="`expert_noise` must be a finite number"):
+        FAME.from_sasrec(sasrec, num_experts=2, expert_noise=-0.1)
+
+
+def test_from_sasrec_expert_noise_has_the_given_stddev():
+    sasrec, _ = _models()
+    src = ops.convert_to_numpy(sasrec.blocks[-1].attention.query_kernel)
+    for noise in (0.02, 0.5):
+        fame = FAME.from_sasrec(
+            sasrec, num_experts=4, expert_init="pretrained", expert_noise=noise, seed=1
+        )
+        dst = ops.convert_to_numpy(fame.fame_block.attention.query_kernel)
+        offsets = dst - src  # src broadcasts over the experts
+        assert offsets.std() == pytest.approx(noise, rel=0.1)
+        assert abs(offsets.mean()) < noise / 5
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])

@@ -18,7 +18,7 @@ def _layer_with_random_weights(
     return layer
 
 
-def _numpy(layer, x, padding=None, causal=True):
+def _numpy(layer, x, padding=None, causal=True, return_experts=False):
     get = lambda w: None if w is None else ops.convert_to_numpy(w)  # noqa: E731
     return moe_query_attention(
         x,
@@ -31,6 +31,7 @@ def _numpy(layer, x, padding=None, causal=True):
         get(layer.value_bias),
         padding=padding,
         causal=causal,
+        return_experts=return_experts,
     )
 
 
@@ -51,6 +52,38 @@ def test_matches_numpy_reference(num_heads, num_experts, use_bias):
         ops.convert_to_numpy(routing)[padding], ref_routing[padding], atol=1e-5
     )
     np.testing.assert_array_equal(ops.convert_to_numpy(out)[~padding], 0.0)
+
+
+@pytest.mark.parametrize("last_position_only", [False, True])
+def test_experts_match_numpy_reference(last_position_only):
+    layer = _layer_with_random_weights(2, 3, 8, use_bias=True)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 6, 8)).astype("float32")
+    padding = np.ones((2, 6), bool)
+    padding[1, :2] = False
+    out = layer.experts(x, padding_mask=padding, last_position_only=last_position_only)
+    ref_out, ref_routing, ref_experts = _numpy(layer, x, padding, return_experts=True)
+    if last_position_only:
+        ref_out, ref_routing = ref_out[:, -1:], ref_routing[:, -1:]
+        ref_experts, padding = ref_experts[:, -1:], padding[:, -1:]
+    experts = ops.convert_to_numpy(out["expert_outputs"])
+    assert experts.shape == ref_experts.shape
+    np.testing.assert_allclose(experts, ref_experts, atol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(out["outputs"]), ref_out, atol=1e-5)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(out["routing"])[padding], ref_routing[padding], atol=1e-5
+    )
+
+
+def test_experts_ignore_dropout():
+    layer = MoEQueryAttention(2, 2, dropout=0.9)
+    x = np.random.default_rng(4).normal(size=(2, 5, 8)).astype("float32")
+    out = layer.experts(x)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(out["outputs"]),
+        ops.convert_to_numpy(layer(x, training=False)),
+        atol=1e-6,
+    )
 
 
 def test_non_causal_matches_reference():

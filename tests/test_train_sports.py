@@ -63,6 +63,19 @@ def test_facet_summary_without_attributes(train_sports, setup):
     assert train_sports.facet_summary(model, bare) is None
 
 
+def test_expert_summary_is_the_routing_in_json(train_sports, setup, capsys):
+    data, model = setup
+    summary = train_sports.expert_summary(model, data, max_users=20)
+    assert json.loads(json.dumps(summary)) == summary
+    features, _ = data.eval_arrays("test", max_len=8)
+    routing = model.facet_weights(features["item_ids"][:20])["routing"]
+    np.testing.assert_allclose(summary["mean_routing"], routing.mean(0), atol=1e-5)
+    assert len(summary["routing_entropy"]) == len(summary["expert_similarity"]) == 2
+    assert all(0 <= e <= 1 for e in summary["routing_entropy"])
+    assert summary["users"] == 20
+    assert "head 1: mean weights" in capsys.readouterr().out
+
+
 def test_command_line_defaults_are_the_config_defaults(train_sports):
     assert train_sports.parse_args([]).config == TrainConfig()
 

@@ -96,6 +96,21 @@ def check_epsilon(name: str, value) -> float:
     return float(value)
 
 
+def check_non_negative_number(name: str, value) -> float:
+    """Returns `value` as a Python float if it is a finite number >= 0, or
+    raises a ValueError naming `name`."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(
+            f"`{name}` must be a finite number >= 0. Received: {name}={value!r}"
+        )
+    return float(value)
+
+
 def float32_softmax(logits, axis: int = -1):
     """Softmax computed in float32 (finite under float16/bfloat16 policies).
 

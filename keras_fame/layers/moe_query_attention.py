@@ -190,6 +190,52 @@ class MoEQueryAttention(keras.layers.Layer):
     ):
         if padding_mask is None:
             padding_mask = mask
+        outputs, routing, _ = self._forward(
+            x, padding_mask, use_causal_mask, training, last_position_only
+        )
+        if return_routing:
+            return outputs, routing
+        return outputs
+
+    def experts(
+        self, x, padding_mask=None, use_causal_mask=True, last_position_only=False
+    ):
+        """Every expert's own output, beside the mixture (inference, no dropout).
+
+        What the router mixes: `f_i(n)^(h)` of Eq. 15 for every expert `n`.
+        Experts whose outputs agree (and a router that weighs them evenly)
+        make the mixture no more than one attention per head; see
+        `keras_fame.inspection.expert_usage`.
+
+        Args:
+            x, padding_mask, use_causal_mask, last_position_only: as in `call`.
+
+        Returns:
+            A dict of tensors: `outputs` `(batch, length, num_heads, head_dim)`
+            and `routing` `(batch, length, num_heads, num_experts)` (as `call`
+            with `return_routing=True`), and `expert_outputs`
+            `(batch, length, num_heads, num_experts, head_dim)` (zero at
+            padding positions).
+        """
+        x = ops.convert_to_tensor(x, dtype=self.compute_dtype)
+        if not self.built:
+            self.build(x.shape)
+        outputs, routing, expert_outputs = self._forward(
+            x, padding_mask, use_causal_mask, False, last_position_only
+        )
+        expert_outputs = ops.transpose(expert_outputs, (0, 3, 1, 2, 4))
+        if padding_mask is not None:
+            is_real = padding_mask[:, -1:] if last_position_only else padding_mask
+            is_real = ops.cast(is_real, expert_outputs.dtype)[:, :, None, None, None]
+            expert_outputs = expert_outputs * is_real
+        return {
+            "outputs": outputs,
+            "routing": routing,
+            "expert_outputs": expert_outputs,
+        }
+
+    def _forward(self, x, padding_mask, use_causal_mask, training, last_position_only):
+        """`(outputs, routing, expert_outputs)`, the last `(b, h, n, l, k)`."""
         h, n, k = self.num_heads, self.num_experts, self.head_dim
         length = ops.shape(x)[1]
         query_input = x[:, -1:] if last_position_only else x
@@ -242,9 +288,7 @@ class MoEQueryAttention(keras.layers.Layer):
             # Padding positions attend to nothing: their output is zero.
             is_real = ops.cast(query_mask, outputs.dtype)[:, :, None, None]
             outputs = outputs * is_real
-        if return_routing:
-            return outputs, routing
-        return outputs
+        return outputs, routing, expert_outputs
 
     def compute_output_shape(self, input_shape):
         head_dim = input_shape[-1] // self.num_heads

@@ -4,7 +4,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_fame.layers._utils import check_choice, check_positive_int
+from keras_fame.layers._utils import (
+    check_choice,
+    check_non_negative_number,
+    check_positive_int,
+)
 from keras_fame.layers.facet_gated_scorer import FacetGatedScorer
 from keras_fame.layers.fame_block import FAMEBlock
 from keras_fame.models.base import SequentialRecommender, top_k_items
@@ -185,6 +189,30 @@ class FAME(SequentialRecommender):
             result = {key: value[:, -1] for key, value in result.items()}
         return result
 
+    def expert_outputs(self, item_ids):
+        """Every expert's output and the routing at the last position.
+
+        Args:
+            item_ids: int `(batch, length)`, left-padded with 0.
+
+        Returns:
+            A dict of float32 NumPy arrays: `expert_outputs`
+            `(batch, num_heads, num_experts, head_dim)` (Eq. 15's `f(n)` of
+            each head's experts, before the router mixes them) and `routing`
+            `(batch, num_heads, num_experts)` (Eq. 16).
+        """
+        item_ids = self._context(self._check_item_ids(item_ids))
+        x, padding_mask = self._embed(item_ids, training=False)
+        for block in self.blocks:
+            x = block(x, padding_mask=padding_mask, training=False)
+        out = self.fame_block.attention.experts(
+            x, padding_mask=padding_mask, last_position_only=True
+        )
+        return {
+            key: ops.convert_to_numpy(ops.cast(out[key][:, -1], "float32"))
+            for key in ("expert_outputs", "routing")
+        }
+
     def explain(self, item_ids, k: int = 10, exclude_seen: bool = True):
         """Each head's top-`k` list, the gate and the final list (paper Fig. 7).
 
@@ -273,6 +301,7 @@ class FAME(SequentialRecommender):
             )
         facet_init = check_choice("facet_init", facet_init, FACET_INITS)
         expert_init = check_choice("expert_init", expert_init, EXPERT_INITS)
+        expert_noise = check_non_negative_number("expert_noise", expert_noise)
         config = sasrec.get_config()
         config = {
             key: config[key]
