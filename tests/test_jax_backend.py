@@ -31,6 +31,10 @@ SCRIPT = textwrap.dedent(
         g(layer.router_kernel))
     np.testing.assert_allclose(g(out), ref, atol=1e-5)
     np.testing.assert_allclose(g(routing), ref_routing, atol=1e-5)
+    _, _, ref_experts = moe_query_attention(
+        x, g(layer.query_kernel), g(layer.key_kernel), g(layer.value_kernel),
+        g(layer.router_kernel), return_experts=True)
+    np.testing.assert_allclose(g(layer.experts(x)["expert_outputs"]), ref_experts, atol=1e-5)
 
     scorer = FacetGatedScorer(2)
     states = rng.normal(size=(3, 2, 4)).astype("float32")
