@@ -1,0 +1,161 @@
+"""FAME fine-tuned with its expert router drawn at a larger scale.
+
+The router of each head (Eq. 16, `W_exp^(h)`) starts like every kernel, from
+a normal of stddev 0.02. Its inputs, the experts' outputs, are small (about
+0.2 per feature on Toys), so it starts out weighing the experts evenly, and
+with experts that start alike it gets next to no gradient: trained FAMEs
+route with an entropy of .999 of the maximum
+(`keras_fame.inspection.expert_usage`). This fine-tunes FAME from the
+finished SASRec of a recipe work folder (`<workdir>/config.json` and
+`<workdir>/sasrec/model.keras`, as `examples/train_sports.py` leaves them)
+exactly as the recipe would, except that the router kernel is drawn from a
+normal of stddev `--router-stddev` (seeded by the folder's seed), in
+`<workdir>/fame-router<stddev>` (resumable like the recipe's stages), and
+writes a record shaped like `benchmarks/results/<dataset>-fame.json` with the
+trained model's `expert_usage`.
+
+Usage:
+    python examples/train_sports.py --dataset toys --data-dir ../shared/datasets/amazon \
+        --pretrain-epochs 80 --finetune-epochs 60 --patience 8 --prefixes
+    python benchmarks/bench_router_init.py --dataset toys \
+        --data-dir ../shared/datasets/amazon --workdir runs/toys \
+        --router-stddev 0.5 --expert-noise 0.1 \
+        --out benchmarks/results/experiments/toys-fame-router0.5-noise0.1.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument(
+        "--workdir", required=True, help="a recipe work folder with a finished SASRec"
+    )
+    parser.add_argument("--out", required=True, help="where to write the record")
+    parser.add_argument(
+        "--router-stddev", type=float, required=True, help="the router's init stddev"
+    )
+    parser.add_argument(
+        "--expert-noise",
+        type=float,
+        default=None,
+        help="default: the folder's expert_noise",
+    )
+    args = parser.parse_args(argv)
+    if not args.router_stddev > 0:
+        raise SystemExit(
+            f"--router-stddev must be positive. Received: {args.router_stddev}"
+        )
+    from keras_fame.provenance import machine_description, source_commit
+
+    commit = source_commit(ROOT)  # the code this run uses (read before training)
+    workdir = Path(args.workdir)
+    sasrec_path = workdir / "sasrec" / "model.keras"
+    for path in (workdir / "config.json", sasrec_path):
+        if not path.exists():
+            raise SystemExit(
+                f"--workdir {workdir}: {path} does not exist; run "
+                "examples/train_sports.py with this --workdir first."
+            )
+
+    import keras
+    import numpy as np
+
+    from keras_fame import datasets
+    from keras_fame.inspection import expert_usage
+    from keras_fame.models import FAME
+    from keras_fame.training import METRICS, config_from_record, run_stage
+
+    recipe = config_from_record(json.loads((workdir / "config.json").read_text()))
+    if args.expert_noise is not None:
+        try:
+            recipe = dataclasses.replace(recipe, expert_noise=args.expert_noise)
+        except ValueError as error:
+            raise SystemExit(f"--expert-noise: {error}") from None
+    if recipe.expert_init != "pretrained":
+        raise SystemExit("the folder's recipe must use expert_init='pretrained'.")
+    config = recipe.finetune_config()
+    data = datasets.load(args.dataset, data_dir=args.data_dir)
+
+    def build():  # train_fame's warm start, then the router redrawn
+        dropout = {}
+        if config.finetune_dropout is not None:
+            dropout = dict(
+                dropout=config.dropout, attention_dropout=config.attention_dropout
+            )
+        fame = FAME.from_sasrec(
+            keras.saving.load_model(sasrec_path),
+            num_experts=config.num_experts,
+            expert_init=config.expert_init,
+            expert_noise=config.expert_noise,
+            facet_init=config.facet_init,
+            seed=config.seed,
+            **dropout,
+        )
+        router = fame.fame_block.attention.router_kernel
+        rng = np.random.default_rng(config.seed + 1)
+        router.assign(
+            rng.normal(0.0, args.router_stddev, router.shape).astype("float32")
+        )
+        return fame
+
+    # stage.json holds the config (expert_noise included); the stddev is in the
+    # stage's name, so another --router-stddev trains in another folder.
+    stage = f"fame-router{args.router_stddev:g}"
+    try:
+        model, results = run_stage(
+            stage, build, data, config, workdir, config.finetune_epochs, verbose=2
+        )
+    except ValueError as error:
+        raise SystemExit(f"--expert-noise {config.expert_noise}: {error}") from None
+    usage = expert_usage(model, data, max_users=1000)
+    record = {
+        "dataset": args.dataset,
+        "model": "fame",
+        "source": str(sasrec_path),
+        "router_stddev": args.router_stddev,
+        "test": {m: float(results["test"][m]) for m in (*METRICS, "MRR")},
+        "valid": {m: float(results["valid"][m]) for m in (*METRICS, "MRR")},
+        "best_epoch": results["best_epoch"],
+        "epochs_run": results["epochs_run"],
+        "epoch_seconds": results["epoch_seconds"],
+        "seconds_to_best": results["seconds_to_best"],
+        "expert_usage": {
+            key: np.round(usage[key], 6).tolist()
+            for key in ("mean_routing", "routing_entropy", "expert_similarity")
+        },
+        "config": dataclasses.asdict(recipe),
+        "seed": config.seed,
+        "commit": commit,
+        "machine": machine_description(),
+        "command": "python benchmarks/bench_router_init.py " + " ".join(argv),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    record["expert_usage"]["users"] = int(usage["users"])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps({k: record[k] for k in ("test", "valid", "best_epoch")}, indent=2))
+    print(json.dumps(record["expert_usage"]))
+    print(f"saved {out}")
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""`benchmarks/bench_router_init.py`: FAME with its router drawn at a larger scale."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+import keras_fame.datasets
+from keras_fame.training import TrainConfig, config_record, train_sasrec
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_router_init.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_router_init", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture()
+def workdir(tmp_path, monkeypatch):
+    """A recipe work folder with a finished SASRec stage (as the recipe leaves it)."""
+    data = keras_fame.datasets.load(
+        "synthetic", num_users=120, num_items=50, min_length=8, max_length=14, seed=1
+    )
+    config = TrainConfig(
+        hidden_dim=16,
+        num_heads=2,
+        num_experts=4,
+        max_len=16,
+        batch_size=32,
+        pretrain_epochs=1,
+        finetune_epochs=1,
+        eval_batch_size=128,
+        seed=2,
+        prefixes=False,
+    )
+    (tmp_path / "config.json").write_text(json.dumps(config_record(config)))
+    train_sasrec(data, config, tmp_path, verbose=0)
+    monkeypatch.setattr(keras_fame.datasets, "load", lambda *args, **kwargs: data)
+    return tmp_path
+
+
+def test_router_and_experts_start_as_asked(bench, workdir, tmp_path):
+    import keras
+
+    out = tmp_path / "record.json"
+    args = ["--dataset", "synthetic", "--workdir", str(workdir), "--out", str(out)]
+    record = bench.main([*args, "--router-stddev", "0.5", "--expert-noise", "0.3"])
+    assert json.loads(out.read_text()) == record
+    assert record["router_stddev"] == 0.5 and record["config"]["expert_noise"] == 0.3
+    assert record["epochs_run"] == 1
+    usage = record["expert_usage"]
+    assert len(usage["routing_entropy"]) == 2 and usage["users"] == 120
+    # One epoch at the fine-tuning rate (1e-4) hardly moves the weights: the
+    # router's spread is still the drawn one, and each expert query sits
+    # about expert_noise away from SASRec's.
+    fame = keras.saving.load_model(workdir / "fame-router0.5" / "model.keras")
+    attention = fame.fame_block.attention
+    router = keras.ops.convert_to_numpy(attention.router_kernel)
+    assert router.std() == pytest.approx(0.5, rel=0.1)
+    sasrec = keras.saving.load_model(workdir / "sasrec" / "model.keras")
+    query = keras.ops.convert_to_numpy(sasrec.blocks[-1].attention.query_kernel)
+    offsets = keras.ops.convert_to_numpy(attention.query_kernel) - query
+    assert offsets.std() == pytest.approx(0.3, rel=0.1)
+    assert all(0 < e <= 1 for e in usage["routing_entropy"])
+    with pytest.raises(SystemExit, match="--router-stddev must be positive"):
+        bench.main([*args, "--router-stddev", "0"])
+    with pytest.raises(SystemExit, match="expert_noise"):
+        bench.main([*args, "--router-stddev", "0.5", "--expert-noise", "-1"])
+
+
+def test_needs_a_finished_sasrec(bench, tmp_path):
+    args = ["--dataset", "toys", "--workdir", str(tmp_path), "--out", "x.json",
+            "--router-stddev", "0.5"]  # fmt: skip
+    with pytest.raises(SystemExit, match="config.json does not exist"):
+        bench.main(args)
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(SystemExit, match="model.keras does not exist"):
+        bench.main(args)
