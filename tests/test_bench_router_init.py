@@ -81,3 +81,35 @@ def test_needs_a_finished_sasrec(bench, tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(SystemExit, match="model.keras does not exist"):
         bench.main(args)
+
+
+@pytest.fixture(scope="module")
+def at_start():
+    path = SCRIPT.parent / "expert_usage_at_start.py"
+    spec = importlib.util.spec_from_file_location("expert_usage_at_start", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_expert_usage_at_start(at_start, workdir, tmp_path):
+    out = tmp_path / "start.json"
+    record = at_start.main(
+        ["--dataset", "synthetic", "--workdir", str(workdir), "--out", str(out),
+         "--start", "pretrained:0", "pretrained:0.5:0", "random:0.02:3"]
+    )  # fmt: skip
+    assert json.loads(out.read_text()) == record
+    same, even, random = record["starts"]
+    # Noiseless copies of one query compute the same thing.
+    assert same["expert_similarity"] == pytest.approx([1.0, 1.0], abs=1e-5)
+    assert same["router_stddev"] is None
+    # A zero router weighs the experts evenly; a large one does not.
+    assert even["routing_entropy"] == pytest.approx([1.0, 1.0], abs=1e-6)
+    assert max(random["routing_entropy"]) < 0.99
+    assert max(even["expert_similarity"]) < 1.0
+    for bad in ("pretrained", "copy:0.1", "random:x", "random:0.1:0.2:3"):
+        with pytest.raises(SystemExit, match="a start is INIT:NOISE"):
+            at_start.main(
+                ["--dataset", "synthetic", "--workdir", str(workdir),
+                 "--out", str(out), "--start", bad]
+            )  # fmt: skip

@@ -1,0 +1,133 @@
+"""How alike FAME's experts are, and how evenly routed, before fine-tuning.
+
+Builds FAME from the finished SASRec of a recipe work folder
+(`<workdir>/sasrec/model.keras`, as `examples/train_sports.py` leaves it)
+with each warm start given by `--start` and measures it with
+`keras_fame.inspection.expert_usage` (1000 test users), untrained. Compare
+with the `expert_usage` of the fine-tuned records: it tells whether
+fine-tuning makes the experts differ or only keeps what the start gave them.
+
+A start is `INIT:NOISE[:ROUTER]`: `expert_init` (`pretrained` or `random`),
+`expert_noise`, and optionally the stddev the router kernel is redrawn at
+(as `benchmarks/bench_router_init.py` does, with the same seed).
+
+Usage:
+    python benchmarks/expert_usage_at_start.py --dataset toys \
+        --data-dir ../shared/datasets/amazon --workdir runs/toys \
+        --start pretrained:0.02 random:0.02 pretrained:0.1 pretrained:0.3 \
+        pretrained:0.1:0.5 --out benchmarks/results/experiments/toys-expert-usage-at-start.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def parse_start(text: str) -> dict:
+    """`INIT:NOISE[:ROUTER]` as a dict, or a `ValueError` saying what was expected."""
+    parts = text.split(":")
+    try:
+        if len(parts) not in (2, 3) or parts[0] not in ("pretrained", "random"):
+            raise ValueError
+        start = {"expert_init": parts[0], "expert_noise": float(parts[1])}
+        start["router_stddev"] = float(parts[2]) if len(parts) == 3 else None
+    except ValueError:
+        raise ValueError(
+            "a start is INIT:NOISE[:ROUTER] with INIT pretrained or random, "
+            f"e.g. pretrained:0.1:0.5. Received: {text!r}"
+        ) from None
+    return start
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument(
+        "--workdir", required=True, help="a recipe work folder with a finished SASRec"
+    )
+    parser.add_argument("--start", nargs="+", required=True, help="INIT:NOISE[:ROUTER]")
+    parser.add_argument("--out", required=True, help="where to write the record")
+    args = parser.parse_args(argv)
+    try:
+        starts = [parse_start(text) for text in args.start]
+    except ValueError as error:
+        raise SystemExit(f"--start: {error}") from None
+    workdir = Path(args.workdir)
+    sasrec_path = workdir / "sasrec" / "model.keras"
+    config_path = workdir / "config.json"
+    for path in (config_path, sasrec_path):
+        if not path.exists():
+            raise SystemExit(
+                f"--workdir {workdir}: {path} does not exist; run "
+                "examples/train_sports.py with this --workdir first."
+            )
+
+    import keras
+    import numpy as np
+
+    from keras_fame import datasets
+    from keras_fame.inspection import expert_usage
+    from keras_fame.models import FAME
+    from keras_fame.provenance import machine_description, source_commit
+    from keras_fame.training import config_from_record
+
+    config = config_from_record(json.loads(config_path.read_text()))
+    data = datasets.load(args.dataset, data_dir=args.data_dir)
+    sasrec = keras.saving.load_model(sasrec_path)
+    rows = []
+    for start in starts:
+        fame = FAME.from_sasrec(
+            sasrec,
+            num_experts=config.num_experts,
+            expert_init=start["expert_init"],
+            expert_noise=start["expert_noise"],
+            facet_init=config.facet_init,
+            seed=config.seed,
+        )
+        if start["router_stddev"] is not None:
+            router = fame.fame_block.attention.router_kernel
+            rng = np.random.default_rng(config.seed + 1)  # bench_router_init's
+            router.assign(
+                rng.normal(0.0, start["router_stddev"], router.shape).astype("float32")
+            )
+        usage = expert_usage(fame, data, max_users=1000)
+        row = {
+            **start,
+            "expert_similarity": np.round(usage["expert_similarity"], 6).tolist(),
+            "routing_entropy": np.round(usage["routing_entropy"], 6).tolist(),
+        }
+        print(json.dumps(row))
+        rows.append(row)
+    record = {
+        "dataset": args.dataset,
+        "source": str(sasrec_path),
+        "num_experts": config.num_experts,
+        "users": 1000,
+        "starts": rows,
+        "seed": config.seed,
+        "commit": source_commit(ROOT),
+        "machine": machine_description(),
+        "command": "python benchmarks/expert_usage_at_start.py " + " ".join(argv),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"saved {out}")
+    return record
+
+
+if __name__ == "__main__":
+    main()
