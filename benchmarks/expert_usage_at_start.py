@@ -81,13 +81,14 @@ def main(argv=None):
     from keras_fame.inspection import expert_usage
     from keras_fame.models import FAME
     from keras_fame.provenance import machine_description, source_commit
-    from keras_fame.training import config_from_record
+    from keras_fame.training import config_from_record, set_seed
 
     config = config_from_record(json.loads(config_path.read_text()))
     data = datasets.load(args.dataset, data_dir=args.data_dir)
     sasrec = keras.saving.load_model(sasrec_path)
     rows = []
     for start in starts:
+        set_seed(config.seed)  # the fresh weights (router, gate, FFN') as seeded
         fame = FAME.from_sasrec(
             sasrec,
             num_experts=config.num_experts,
