@@ -87,6 +87,10 @@ class TrainConfig:
             `FAME.from_sasrec`.
         expert_noise: stddev of the Gaussian noise added to each pretrained
             expert query (default 0.02); with `expert_init="random"` unused.
+            The experts of a head stay about as alike as this makes them at
+            the start; 0.1 and 0.3 made them differ more but left FAME's Toys
+            results unchanged, as did random experts (README, Benchmarks;
+            `keras_fame.inspection.expert_usage`).
         facet_init: FAME's per-head `W_f`: `"identity"` (default; with
             pretrained experts FAME starts close to SASRec's scores) or
             `"random"` (the paper's). The two defaults beat the paper's init
