@@ -25,12 +25,10 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -38,16 +36,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import _recipe_folder  # noqa: E402
+
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument(
-        "--workdir", required=True, help="a recipe work folder with a finished SASRec"
-    )
-    parser.add_argument("--out", required=True, help="where to write the record")
+    parser = _recipe_folder.parser(__doc__.split("\n\n")[0])
     parser.add_argument(
         "--router-stddev", type=float, required=True, help="the router's init stddev"
     )
@@ -62,17 +56,11 @@ def main(argv=None):
         raise SystemExit(
             f"--router-stddev must be positive. Received: {args.router_stddev}"
         )
-    from keras_fame.provenance import machine_description, source_commit
+    from keras_fame.provenance import source_commit
 
     commit = source_commit(ROOT)  # the code this run uses (read before training)
     workdir = Path(args.workdir)
-    sasrec_path = workdir / "sasrec" / "model.keras"
-    for path in (workdir / "config.json", sasrec_path):
-        if not path.exists():
-            raise SystemExit(
-                f"--workdir {workdir}: {path} does not exist; run "
-                "examples/train_sports.py with this --workdir first."
-            )
+    config_path, sasrec_path = _recipe_folder.files(workdir)
 
     import keras
     import numpy as np
@@ -82,7 +70,7 @@ def main(argv=None):
     from keras_fame.models import FAME
     from keras_fame.training import METRICS, config_from_record, run_stage
 
-    recipe = config_from_record(json.loads((workdir / "config.json").read_text()))
+    recipe = config_from_record(json.loads(config_path.read_text()))
     if args.expert_noise is not None:
         try:
             recipe = dataclasses.replace(recipe, expert_noise=args.expert_noise)
@@ -142,19 +130,11 @@ def main(argv=None):
         },
         "config": dataclasses.asdict(recipe),
         "seed": config.seed,
-        "commit": commit,
-        "machine": machine_description(),
-        "command": "python benchmarks/bench_router_init.py " + " ".join(argv),
-        "date": time.strftime("%Y-%m-%d"),
     }
     record["expert_usage"]["users"] = int(usage["users"])
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps({k: record[k] for k in ("test", "valid", "best_epoch")}, indent=2))
     print(json.dumps(record["expert_usage"]))
-    print(f"saved {out}")
-    return record
+    return _recipe_folder.save(args.out, record, "bench_router_init.py", argv, commit)
 
 
 if __name__ == "__main__":

@@ -26,12 +26,10 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -39,16 +37,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import _recipe_folder  # noqa: E402
+
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument(
-        "--workdir", required=True, help="a recipe work folder with a finished SASRec"
-    )
-    parser.add_argument("--out", required=True, help="where to write the record")
+    parser = _recipe_folder.parser(__doc__.split("\n\n")[0])
     parser.add_argument(
         "--learning-rate",
         type=float,
@@ -71,19 +65,12 @@ def main(argv=None):
         "fresh Adam",
     )
     args = parser.parse_args(argv)
-    from keras_fame.provenance import machine_description, source_commit
+    from keras_fame.provenance import source_commit
 
     commit = source_commit(ROOT)  # the code this run uses (read before training)
 
     workdir = Path(args.workdir)
-    config_path = workdir / "config.json"
-    sasrec_path = workdir / "sasrec" / "model.keras"
-    for path in (config_path, sasrec_path):
-        if not path.exists():
-            raise SystemExit(
-                f"--workdir {workdir}: {path} does not exist; run "
-                "examples/train_sports.py with this --workdir first."
-            )
+    config_path, sasrec_path = _recipe_folder.files(workdir)
 
     import keras
 
@@ -173,17 +160,11 @@ def main(argv=None):
         "carry_optimizer": args.carry_optimizer,
         "config": dataclasses.asdict(recipe),
         "seed": config.seed,
-        "commit": commit,
-        "machine": machine_description(),
-        "command": "python benchmarks/bench_sasrec_continued.py " + " ".join(argv),
-        "date": time.strftime("%Y-%m-%d"),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps({k: record[k] for k in ("test", "valid", "best_epoch")}, indent=2))
-    print(f"saved {out}")
-    return record
+    return _recipe_folder.save(
+        args.out, record, "bench_sasrec_continued.py", argv, commit
+    )
 
 
 def _carry_optimizer(saved):

@@ -20,17 +20,17 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks import _recipe_folder  # noqa: E402
 
 
 def parse_start(text: str) -> dict:
@@ -51,28 +51,14 @@ def parse_start(text: str) -> dict:
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument(
-        "--workdir", required=True, help="a recipe work folder with a finished SASRec"
-    )
+    parser = _recipe_folder.parser(__doc__.split("\n\n")[0])
     parser.add_argument("--start", nargs="+", required=True, help="INIT:NOISE[:ROUTER]")
-    parser.add_argument("--out", required=True, help="where to write the record")
     args = parser.parse_args(argv)
     try:
         starts = [parse_start(text) for text in args.start]
     except ValueError as error:
         raise SystemExit(f"--start: {error}") from None
-    workdir = Path(args.workdir)
-    sasrec_path = workdir / "sasrec" / "model.keras"
-    config_path = workdir / "config.json"
-    for path in (config_path, sasrec_path):
-        if not path.exists():
-            raise SystemExit(
-                f"--workdir {workdir}: {path} does not exist; run "
-                "examples/train_sports.py with this --workdir first."
-            )
+    config_path, sasrec_path = _recipe_folder.files(args.workdir)
 
     import keras
     import numpy as np
@@ -80,7 +66,7 @@ def main(argv=None):
     from keras_fame import datasets
     from keras_fame.inspection import expert_usage
     from keras_fame.models import FAME
-    from keras_fame.provenance import machine_description, source_commit
+    from keras_fame.provenance import source_commit
     from keras_fame.training import config_from_record, set_seed
 
     config = config_from_record(json.loads(config_path.read_text()))
@@ -118,16 +104,10 @@ def main(argv=None):
         "users": 1000,
         "starts": rows,
         "seed": config.seed,
-        "commit": source_commit(ROOT),
-        "machine": machine_description(),
-        "command": "python benchmarks/expert_usage_at_start.py " + " ".join(argv),
-        "date": time.strftime("%Y-%m-%d"),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"saved {out}")
-    return record
+    return _recipe_folder.save(
+        args.out, record, "expert_usage_at_start.py", argv, source_commit(ROOT)
+    )
 
 
 if __name__ == "__main__":

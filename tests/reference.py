@@ -101,3 +101,27 @@ def dropout_rates(model):
         for layer in model._flatten_layers(include_self=False, recursive=True)
         if isinstance(layer, keras.layers.Dropout)
     }
+
+
+def recipe_folder(data, folder, **fields):
+    """A recipe work folder as `examples/train_sports.py` leaves it after
+    SASRec's stage (`config.json`, `sasrec/`), for a small `TrainConfig` of
+    `fields`; returns the SASRec stage's results."""
+    import json
+
+    from keras_fame.training import TrainConfig, config_record, train_sasrec
+
+    config = TrainConfig(
+        **{
+            "hidden_dim": 16,
+            "num_heads": 2,
+            "max_len": 16,
+            "batch_size": 32,
+            "eval_batch_size": 128,
+            "prefixes": False,
+            **fields,
+        }
+    )
+    (folder / "config.json").write_text(json.dumps(config_record(config)))
+    _, results = train_sasrec(data, config, folder, verbose=0)
+    return results

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import keras_fame.datasets
-from keras_fame.training import TrainConfig, config_record, train_sasrec
+from tests.reference import recipe_folder
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_router_init.py"
 
@@ -26,20 +26,7 @@ def workdir(tmp_path, monkeypatch):
     data = keras_fame.datasets.load(
         "synthetic", num_users=120, num_items=50, min_length=8, max_length=14, seed=1
     )
-    config = TrainConfig(
-        hidden_dim=16,
-        num_heads=2,
-        num_experts=4,
-        max_len=16,
-        batch_size=32,
-        pretrain_epochs=1,
-        finetune_epochs=1,
-        eval_batch_size=128,
-        seed=2,
-        prefixes=False,
-    )
-    (tmp_path / "config.json").write_text(json.dumps(config_record(config)))
-    train_sasrec(data, config, tmp_path, verbose=0)
+    recipe_folder(data, tmp_path, pretrain_epochs=1, finetune_epochs=1, seed=2)
     monkeypatch.setattr(keras_fame.datasets, "load", lambda *args, **kwargs: data)
     return tmp_path
 

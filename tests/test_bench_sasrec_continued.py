@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import keras_fame.datasets
-from keras_fame.training import TrainConfig, config_record, train_sasrec
-from tests.reference import dropout_rates
+from keras_fame.training import TrainConfig
+from tests.reference import dropout_rates, recipe_folder
 
 SCRIPT = (
     Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sasrec_continued.py"
@@ -34,21 +34,15 @@ def data():
 @pytest.fixture()
 def workdir(data, tmp_path, monkeypatch):
     """A recipe work folder with a finished SASRec stage (as the recipe leaves it)."""
-    config = TrainConfig(
-        hidden_dim=16,
-        num_heads=2,
-        max_len=16,
+    results = recipe_folder(
+        data,
+        tmp_path,
         dropout=0.1,
-        batch_size=32,
         pretrain_epochs=2,
         finetune_epochs=2,
         patience=5,
-        eval_batch_size=128,
         seed=3,
-        prefixes=False,
     )
-    (tmp_path / "config.json").write_text(json.dumps(config_record(config)))
-    _, results = train_sasrec(data, config, tmp_path, verbose=0)
     monkeypatch.setattr(keras_fame.datasets, "load", lambda *args, **kwargs: data)
     return tmp_path, results
 

@@ -84,30 +84,25 @@ def check_rate(name: str, value) -> None:
 def check_epsilon(name: str, value) -> float:
     """Returns `value` as a Python float if it is a finite number > 0, or
     raises a ValueError naming `name`."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(
-            f"`{name}` must be a positive finite number. Received: {name}={value!r}"
-        )
-    return float(value)
+    return _check_finite(name, value, allow_zero=False)
 
 
 def check_non_negative_number(name: str, value) -> float:
     """Returns `value` as a Python float if it is a finite number >= 0, or
     raises a ValueError naming `name`."""
+    return _check_finite(name, value, allow_zero=True)
+
+
+def _check_finite(name: str, value, allow_zero: bool) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
         or not math.isfinite(value)
         or value < 0
+        or (value == 0 and not allow_zero)
     ):
-        raise ValueError(
-            f"`{name}` must be a finite number >= 0. Received: {name}={value!r}"
-        )
+        expected = "a finite number >= 0" if allow_zero else "a positive finite number"
+        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
     return float(value)
 
 
