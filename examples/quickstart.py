@@ -35,7 +35,7 @@ def main(argv=None):
 
     from keras_fame.datasets import make_synthetic
     from keras_fame.evaluation import metrics_from_ranks, rank_targets
-    from keras_fame.inspection import head_facet_alignment
+    from keras_fame.inspection import expert_usage, head_facet_alignment
     from keras_fame.training import METRICS, TrainConfig, two_stage
 
     data, truth = make_synthetic(seed=args.seed)
@@ -115,6 +115,15 @@ def main(argv=None):
             )
         )
         print(f"  head {head}: {cells}")
+
+    usage = expert_usage(fame, data)
+    print("\nHow each head uses its experts (entropy 1: weighed evenly; similarity 1:")
+    print("the experts compute the same thing):")
+    for head in range(fame.num_heads):
+        print(
+            f"  head {head}: routing entropy {usage['routing_entropy'][head]:.3f}, "
+            f"expert similarity {usage['expert_similarity'][head]:.3f}"
+        )
 
     facets = fame.facet_weights(features["item_ids"])
     _plot(facets, truth, args.plot)
