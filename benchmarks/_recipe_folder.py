@@ -37,6 +37,39 @@ def files(workdir) -> tuple[Path, Path]:
     return paths
 
 
+def stage_results(results: dict) -> dict:
+    """A stage's `results.json` (from `keras_fame.training.run_stage`) as a
+    record's fields: test and validation metrics, best epoch, epochs, times."""
+    from keras_fame.training import METRICS
+
+    return {
+        "test": {m: float(results["test"][m]) for m in (*METRICS, "MRR")},
+        "valid": {m: float(results["valid"][m]) for m in (*METRICS, "MRR")},
+        **{
+            key: results[key]
+            for key in ("best_epoch", "epochs_run", "epoch_seconds", "seconds_to_best")
+        },
+    }
+
+
+def redraw_router(fame, stddev: float, seed: int) -> None:
+    """Draws `fame`'s router kernel (every head's `W_exp`) from a normal of
+    `stddev`, seeded by `seed + 1`."""
+    import numpy as np
+
+    router = fame.fame_block.attention.router_kernel
+    rng = np.random.default_rng(seed + 1)
+    router.assign(rng.normal(0.0, stddev, router.shape).astype("float32"))
+
+
+def usage_record(usage: dict, keys=("expert_similarity", "routing_entropy")) -> dict:
+    """The per-head arrays `keys` of `keras_fame.inspection.expert_usage`'s
+    result as JSON-ready lists, rounded to 6 decimals."""
+    import numpy as np
+
+    return {key: np.round(usage[key], 6).tolist() for key in keys}
+
+
 def save(out, record: dict, script: str, argv, commit: str) -> dict:
     """`record` with its provenance (`commit`, `machine`, the `command` that
     made it, `date`), written as JSON to `out` and returned."""

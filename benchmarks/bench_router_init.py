@@ -63,12 +63,14 @@ def main(argv=None):
     config_path, sasrec_path = _recipe_folder.files(workdir)
 
     import keras
-    import numpy as np
 
     from keras_fame import datasets
     from keras_fame.inspection import expert_usage
-    from keras_fame.models import FAME
-    from keras_fame.training import METRICS, config_from_record, run_stage
+    from keras_fame.training import (
+        config_from_record,
+        run_stage,
+        warm_start_fame,
+    )
 
     recipe = config_from_record(json.loads(config_path.read_text()))
     if args.expert_noise is not None:
@@ -82,25 +84,8 @@ def main(argv=None):
     data = datasets.load(args.dataset, data_dir=args.data_dir)
 
     def build():  # train_fame's warm start, then the router redrawn
-        dropout = {}
-        if config.finetune_dropout is not None:
-            dropout = dict(
-                dropout=config.dropout, attention_dropout=config.attention_dropout
-            )
-        fame = FAME.from_sasrec(
-            keras.saving.load_model(sasrec_path),
-            num_experts=config.num_experts,
-            expert_init=config.expert_init,
-            expert_noise=config.expert_noise,
-            facet_init=config.facet_init,
-            seed=config.seed,
-            **dropout,
-        )
-        router = fame.fame_block.attention.router_kernel
-        rng = np.random.default_rng(config.seed + 1)
-        router.assign(
-            rng.normal(0.0, args.router_stddev, router.shape).astype("float32")
-        )
+        fame = warm_start_fame(keras.saving.load_model(sasrec_path), config)
+        _recipe_folder.redraw_router(fame, args.router_stddev, config.seed)
         return fame
 
     # stage.json holds the config (expert_noise included); the stddev is in the
@@ -118,16 +103,10 @@ def main(argv=None):
         "model": "fame",
         "source": str(sasrec_path),
         "router_stddev": args.router_stddev,
-        "test": {m: float(results["test"][m]) for m in (*METRICS, "MRR")},
-        "valid": {m: float(results["valid"][m]) for m in (*METRICS, "MRR")},
-        "best_epoch": results["best_epoch"],
-        "epochs_run": results["epochs_run"],
-        "epoch_seconds": results["epoch_seconds"],
-        "seconds_to_best": results["seconds_to_best"],
-        "expert_usage": {
-            key: np.round(usage[key], 6).tolist()
-            for key in ("mean_routing", "routing_entropy", "expert_similarity")
-        },
+        **_recipe_folder.stage_results(results),
+        "expert_usage": _recipe_folder.usage_record(
+            usage, ("mean_routing", "routing_entropy", "expert_similarity")
+        ),
         "config": dataclasses.asdict(recipe),
         "seed": config.seed,
     }

@@ -77,7 +77,6 @@ def main(argv=None):
     from keras_fame import datasets
     from keras_fame.training import (
         FAME_FIELDS,
-        METRICS,
         config_from_record,
         parse_rate_or_none,
         run_stage,
@@ -149,12 +148,7 @@ def main(argv=None):
         "dataset": args.dataset,
         "model": "sasrec-continued",
         "source": str(sasrec_path),
-        "test": {m: float(results["test"][m]) for m in (*METRICS, "MRR")},
-        "valid": {m: float(results["valid"][m]) for m in (*METRICS, "MRR")},
-        "best_epoch": results["best_epoch"],
-        "epochs_run": results["epochs_run"],
-        "epoch_seconds": results["epoch_seconds"],
-        "seconds_to_best": results["seconds_to_best"],
+        **_recipe_folder.stage_results(results),
         "learning_rate": rate,
         "dropout": dropout,
         "carry_optimizer": args.carry_optimizer,

@@ -20,6 +20,7 @@ Usage:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -61,13 +62,11 @@ def main(argv=None):
     config_path, sasrec_path = _recipe_folder.files(args.workdir)
 
     import keras
-    import numpy as np
 
     from keras_fame import datasets
     from keras_fame.inspection import expert_usage
-    from keras_fame.models import FAME
     from keras_fame.provenance import source_commit
-    from keras_fame.training import config_from_record, set_seed
+    from keras_fame.training import config_from_record, set_seed, warm_start_fame
 
     config = config_from_record(json.loads(config_path.read_text()))
     data = datasets.load(args.dataset, data_dir=args.data_dir)
@@ -75,26 +74,14 @@ def main(argv=None):
     rows = []
     for start in starts:
         set_seed(config.seed)  # the fresh weights (router, gate, FFN') as seeded
-        fame = FAME.from_sasrec(
-            sasrec,
-            num_experts=config.num_experts,
-            expert_init=start["expert_init"],
-            expert_noise=start["expert_noise"],
-            facet_init=config.facet_init,
-            seed=config.seed,
-        )
+        stage = dataclasses.replace(
+            config, expert_init=start["expert_init"], expert_noise=start["expert_noise"]
+        ).finetune_config()
+        fame = warm_start_fame(sasrec, stage)  # as the recipe's FAME stage starts
         if start["router_stddev"] is not None:
-            router = fame.fame_block.attention.router_kernel
-            rng = np.random.default_rng(config.seed + 1)  # bench_router_init's
-            router.assign(
-                rng.normal(0.0, start["router_stddev"], router.shape).astype("float32")
-            )
+            _recipe_folder.redraw_router(fame, start["router_stddev"], config.seed)
         usage = expert_usage(fame, data, max_users=1000)
-        row = {
-            **start,
-            "expert_similarity": np.round(usage["expert_similarity"], 6).tolist(),
-            "routing_entropy": np.round(usage["routing_entropy"], 6).tolist(),
-        }
+        row = {**start, **_recipe_folder.usage_record(usage)}
         print(json.dumps(row))
         rows.append(row)
     record = {

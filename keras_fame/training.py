@@ -601,12 +601,6 @@ def train_fame(
     Under a strategy, `sasrec` must have been built in the same `strategy`.
     """
     config = config.finetune_config()
-    # Without `finetune_dropout` FAME keeps the SASRec's rates.
-    dropout = {}
-    if config.finetune_dropout is not None:
-        dropout = dict(
-            dropout=config.dropout, attention_dropout=config.attention_dropout
-        )
 
     def build():
         if sasrec is None:
@@ -615,15 +609,7 @@ def train_fame(
                 num_experts=config.num_experts,
                 **config.model_kwargs(),
             )
-        return FAME.from_sasrec(
-            sasrec,
-            num_experts=config.num_experts,
-            expert_init=config.expert_init,
-            expert_noise=config.expert_noise,
-            facet_init=config.facet_init,
-            seed=config.seed,
-            **dropout,
-        )
+        return warm_start_fame(sasrec, config)
 
     return run_stage(
         "fame",
@@ -635,6 +621,29 @@ def train_fame(
         verbose,
         callbacks,
         strategy,
+    )
+
+
+def warm_start_fame(sasrec, config: TrainConfig):
+    """FAME warm-started from `sasrec` as `train_fame` builds it.
+
+    `config` is the fine-tuning stage's (`TrainConfig.finetune_config()`):
+    its experts, warm start and seed, and, where `finetune_dropout` is set,
+    its dropout rates (else FAME keeps the SASRec's).
+    """
+    dropout = {}
+    if config.finetune_dropout is not None:
+        dropout = dict(
+            dropout=config.dropout, attention_dropout=config.attention_dropout
+        )
+    return FAME.from_sasrec(
+        sasrec,
+        num_experts=config.num_experts,
+        expert_init=config.expert_init,
+        expert_noise=config.expert_noise,
+        facet_init=config.facet_init,
+        seed=config.seed,
+        **dropout,
     )
 
 

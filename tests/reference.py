@@ -103,6 +103,17 @@ def dropout_rates(model):
     }
 
 
+def load_script(path):
+    """The Python file at `path` (an example or benchmark script) as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def recipe_folder(data, folder, **fields):
     """A recipe work folder as `examples/train_sports.py` leaves it after
     SASRec's stage (`config.json`, `sasrec/`), for a small `TrainConfig` of

@@ -1,23 +1,19 @@
 """`benchmarks/bench_router_init.py`: FAME with its router drawn at a larger scale."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 import keras_fame.datasets
-from tests.reference import recipe_folder
+from tests.reference import load_script, recipe_folder
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_router_init.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_router_init", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.fixture()
@@ -72,11 +68,7 @@ def test_needs_a_finished_sasrec(bench, tmp_path):
 
 @pytest.fixture(scope="module")
 def at_start():
-    path = SCRIPT.parent / "expert_usage_at_start.py"
-    spec = importlib.util.spec_from_file_location("expert_usage_at_start", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT.parent / "expert_usage_at_start.py")
 
 
 def test_expert_usage_at_start(at_start, workdir, tmp_path):

@@ -1,6 +1,5 @@
 """`benchmarks/bench_sasrec_continued.py`: the control for FAME's fine-tuning."""
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -9,7 +8,7 @@ import pytest
 
 import keras_fame.datasets
 from keras_fame.training import TrainConfig
-from tests.reference import dropout_rates, recipe_folder
+from tests.reference import dropout_rates, load_script, recipe_folder
 
 SCRIPT = (
     Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sasrec_continued.py"
@@ -18,10 +17,7 @@ SCRIPT = (
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_sasrec_continued", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,16 @@
 """`benchmarks/summarize.py`: the seed table over committed records."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 from keras_fame.training import METRICS
+from tests.reference import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "summarize.py"
 
 
 def _summarize():
-    spec = importlib.util.spec_from_file_location("summarize", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def _record(folder, name, seed, value):

@@ -2,7 +2,6 @@
 the FAME record."""
 
 import dataclasses
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from keras_fame.datasets import SequenceDataset
 from keras_fame.models import FAME
 from keras_fame.training import TrainConfig, config_help
+from tests.reference import load_script
 
 NUM_ITEMS = 40
 GROUP = 4  # items 1-4 share attribute 0, 5-8 attribute 1, ...: 10% of the catalogue
@@ -20,11 +20,9 @@ GROUP = 4  # items 1-4 share attribute 0, 5-8 attribute 1, ...: 10% of the catal
 
 @pytest.fixture(scope="module")
 def train_sports():
-    path = Path(__file__).resolve().parents[1] / "examples" / "train_sports.py"
-    spec = importlib.util.spec_from_file_location("train_sports", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(
+        Path(__file__).resolve().parents[1] / "examples" / "train_sports.py"
+    )
 
 
 @pytest.fixture(scope="module")
