@@ -91,6 +91,12 @@ class TrainConfig:
             the start; 0.1 and 0.3 made them differ more but left FAME's Toys
             results unchanged, as did random experts (README, Benchmarks;
             `keras_fame.inspection.expert_usage`).
+        routing_loss_weight: weight of FAME's auxiliary routing loss
+            (default 0, none; not in the paper): minus the mutual information
+            between position and expert over log N, which rewards each
+            position for routing to few experts and the batch for using all
+            of them, so that the experts of a head come to differ; see
+            `MoEQueryAttention`.
         facet_init: FAME's per-head `W_f`: `"identity"` (default; with
             pretrained experts FAME starts close to SASRec's scores) or
             `"random"` (the paper's). The two defaults beat the paper's init
@@ -181,6 +187,7 @@ class TrainConfig:
     attention_dropout: float | None = None
     expert_init: str = "pretrained"
     expert_noise: float = 0.02
+    routing_loss_weight: float = 0.0
     facet_init: str = "identity"
     learning_rate: float = 1e-3
     finetune_learning_rate: float | None = 1e-4
@@ -226,7 +233,7 @@ class TrainConfig:
         )
         self.seed = check_non_negative_int("seed", self.seed)
         check_rate("dropout", self.dropout)
-        for name in ("weight_decay", "expert_noise"):
+        for name in ("weight_decay", "expert_noise", "routing_loss_weight"):
             setattr(self, name, check_non_negative_number(name, getattr(self, name)))
         for name in ("attention_dropout", "finetune_dropout", "ema_momentum"):
             if getattr(self, name) is not None:
@@ -303,6 +310,7 @@ LATER_FIELDS = {
     "label_smoothing": 0.0,
     "weight_decay": 0.0,
     "expert_noise": 0.02,
+    "routing_loss_weight": 0.0,
 }
 
 
@@ -642,6 +650,7 @@ def warm_start_fame(sasrec, config: TrainConfig):
         expert_init=config.expert_init,
         expert_noise=config.expert_noise,
         facet_init=config.facet_init,
+        routing_loss_weight=config.routing_loss_weight,
         seed=config.seed,
         **dropout,
     )
@@ -655,6 +664,7 @@ FAME_FIELDS = (
     "num_experts",
     "expert_init",
     "expert_noise",
+    "routing_loss_weight",
     "facet_init",
     "finetune_dropout",
 )

@@ -80,6 +80,20 @@ def facet_gated_scores(states, items, wf, wg, bg):
     return (gate[:, :, None] * head_scores).sum(1), gate, head_scores
 
 
+def routing_loss(routing, padding):
+    """-(mutual information of position and expert) / log N, averaged over
+    heads: `routing` `(batch, length, heads, experts)`, `padding` boolean
+    `(batch, length)`, True where a position counts."""
+    real = routing[padding]  # (positions, heads, experts)
+    losses = []
+    for head in range(real.shape[1]):
+        p = real[:, head]
+        each = np.mean([-np.sum(q * np.log(q)) for q in p])
+        mean = p.mean(axis=0)
+        losses.append((each + np.sum(mean * np.log(mean))) / np.log(p.shape[-1]))
+    return np.mean(losses)
+
+
 def next_item_batch(num_items, max_len, seed=0, batch=6):
     """Left-padded histories `(batch, max_len)` and their next-item targets
     (0 at padding; the last position's target is a fresh random item)."""

@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent(
     assert keras.backend.backend() == "jax"
     from keras_fame.layers import MoEQueryAttention, FacetGatedScorer
     from keras_fame.models import FAME
-    from tests.reference import moe_query_attention, facet_gated_scores
+    from tests.reference import moe_query_attention, facet_gated_scores, routing_loss
 
     rng = np.random.default_rng(0)
     layer = MoEQueryAttention(2, 3)
@@ -35,6 +35,13 @@ SCRIPT = textwrap.dedent(
         x, g(layer.query_kernel), g(layer.key_kernel), g(layer.value_kernel),
         g(layer.router_kernel), return_experts=True)
     np.testing.assert_allclose(g(layer.experts(x)["expert_outputs"]), ref_experts, atol=1e-5)
+    # A router far from uniform, so that the loss is well above round-off.
+    layer.router_kernel.assign(rng.normal(0, 2.0, size=layer.router_kernel.shape))
+    layer.routing_loss_weight = 0.5
+    _, routing = layer(x, training=True, return_routing=True)
+    np.testing.assert_allclose(
+        g(layer.losses[0]), 0.5 * routing_loss(g(routing), np.ones((2, 5), bool)),
+        rtol=1e-4)
 
     scorer = FacetGatedScorer(2)
     states = rng.normal(size=(3, 2, 4)).astype("float32")
@@ -68,6 +75,11 @@ SCRIPT = textwrap.dedent(
     # One target per row (prefix rows): the item after each row.
     row_targets = rng.integers(1, 21, size=4).astype("int32")
     loss = model.fit(ids, row_targets, epochs=1, verbose=0).history["loss"]
+    assert np.isfinite(loss).all()
+    # The routing loss reaches the loss of a JAX training step.
+    weighted = FAME.from_config(dict(model.get_config(), routing_loss_weight=1.0))
+    weighted.compile(optimizer="adam")
+    loss = weighted.fit(ids, targets, epochs=1, verbose=0).history["loss"]
     assert np.isfinite(loss).all()
     print("JAX OK")
     """

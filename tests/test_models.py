@@ -6,7 +6,8 @@ import pytest
 from keras import ops
 
 from keras_fame.models import FAME, PositionEmbedding, SASRec
-from tests.reference import dropout_rates, next_item_batch
+from keras_fame.training import TrainConfig, warm_start_fame
+from tests.reference import dropout_rates, next_item_batch, routing_loss
 
 NUM_ITEMS = 40
 MAX_LEN = 12
@@ -586,3 +587,59 @@ def test_a_zero_vector_position_overflows_adam_unless_epsilon_is_raised(cls):
         model.fit(x, y, epochs=2, batch_size=1, shuffle=False, verbose=0)
         finite[epsilon] = all(np.isfinite(w).all() for w in model.get_weights())
     assert finite == {1e-12: False, 1e-6: True}
+
+
+def test_routing_loss_is_added_to_the_training_loss():
+    x, y = _batch()
+    plain = FAME(
+        num_experts=3, num_items=NUM_ITEMS, max_len=MAX_LEN, hidden_dim=16, dropout=0.0
+    )
+    weighted = FAME.from_config(dict(plain.get_config(), routing_loss_weight=0.5))
+    weighted.set_weights(plain.get_weights())
+    losses = []
+    for model in (plain, weighted):
+        y_pred = model(x, training=True)  # dropout 0: as at inference
+        losses.append(ops.convert_to_numpy(model.compute_loss(x, y, y_pred)))
+    routing = weighted.facet_weights(x, all_positions=True)["routing"]
+    expected = 0.5 * routing_loss(routing, x > 0)
+    assert expected < 0
+    np.testing.assert_allclose(losses[1] - losses[0], expected, rtol=1e-3, atol=1e-6)
+
+
+def test_routing_loss_weight_reaches_the_warm_start():
+    sasrec, _ = _models()
+    fame = FAME.from_sasrec(sasrec, num_experts=2, routing_loss_weight=0.2)
+    assert fame.fame_block.attention.routing_loss_weight == 0.2
+    config = TrainConfig(routing_loss_weight=0.3).finetune_config()
+    fame = warm_start_fame(sasrec, config)
+    assert fame.fame_block.attention.routing_loss_weight == 0.3
+    assert FAME.from_config(fame.get_config()).routing_loss_weight == 0.3
+    with pytest.raises(ValueError, match="`routing_loss_weight` must be a finite"):
+        FAME(num_items=5, routing_loss_weight=-1.0)
+
+
+def test_routing_loss_makes_alike_experts_route_apart():
+    # Experts that start identical give the router no reason to differ; the
+    # routing loss makes each position pick few experts.
+    x, y = next_item_batch(40, 8, seed=0, batch=64)
+
+    def entropy_after_training(weight):
+        keras.utils.set_random_seed(0)
+        model = FAME(
+            num_items=40,
+            num_experts=3,
+            max_len=8,
+            hidden_dim=16,
+            dropout=0.0,
+            routing_loss_weight=weight,
+        )
+        attention = model.fame_block.attention
+        query = ops.convert_to_numpy(attention.query_kernel)
+        attention.query_kernel.assign(np.repeat(query[:, :, :1], 3, axis=2))
+        model.compile(optimizer=keras.optimizers.Adam(1e-2))
+        model.fit(x, y, epochs=20, batch_size=32, verbose=0)
+        routing = model.facet_weights(x, all_positions=True)["routing"][x > 0]
+        return -np.sum(routing * np.log(routing), -1).mean() / np.log(3)
+
+    without, with_loss = entropy_after_training(0.0), entropy_after_training(1.0)
+    assert with_loss < 0.5 * without

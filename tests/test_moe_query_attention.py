@@ -4,7 +4,8 @@ import pytest
 from keras import ops
 
 from keras_fame.layers import MoEQueryAttention
-from tests.reference import moe_query_attention
+from keras_fame.layers.moe_query_attention import routing_loss as layer_routing_loss
+from tests.reference import moe_query_attention, routing_loss
 
 
 def _layer_with_random_weights(
@@ -276,3 +277,61 @@ def test_last_position_only_is_the_references_last_position(num_heads, num_exper
     )
     symbolic = layer(keras.Input((7, 8)), last_position_only=True)
     assert symbolic.shape == (None, 1, num_heads, 8 // num_heads)
+
+
+def test_routing_loss_matches_numpy_reference():
+    layer = _layer_with_random_weights(2, 3, 8)
+    layer.routing_loss_weight = 0.7
+    x = np.random.default_rng(11).normal(size=(3, 6, 8)).astype("float32")
+    padding = np.ones((3, 6), bool)
+    padding[0, :4] = False
+    padding[2, :1] = False
+    _, routing = layer(x, padding_mask=padding, training=True, return_routing=True)
+    (loss,) = layer.losses
+    expected = 0.7 * routing_loss(ops.convert_to_numpy(routing), padding)
+    assert expected < 0  # the random router routes positions differently
+    np.testing.assert_allclose(ops.convert_to_numpy(loss), expected, rtol=1e-4)
+    # With the last position only, the loss counts those positions.
+    layer(x, padding_mask=padding, training=True, last_position_only=True)
+    (loss,) = layer.losses
+    _, routing = layer(x, padding_mask=padding, return_routing=True)
+    expected = 0.7 * routing_loss(
+        ops.convert_to_numpy(routing)[:, -1:], padding[:, -1:]
+    )
+    np.testing.assert_allclose(ops.convert_to_numpy(loss), expected, rtol=1e-4)
+
+
+def test_routing_loss_extremes():
+    # Every position routes alike: no information, loss 0.
+    even = np.full((2, 3, 1, 4), 0.25, "float32")
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(layer_routing_loss(even)), 0.0, atol=1e-6
+    )
+    # Each position picks one expert, each expert picked as often: -1.
+    one_hot = np.eye(4, dtype="float32")[[0, 1, 2, 3, 0, 1, 2, 3]]
+    one_hot = one_hot.reshape(2, 4, 1, 4)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(layer_routing_loss(one_hot)), -1.0, atol=1e-6
+    )
+    # Masked positions do not count: two real positions on experts 0 and 1
+    # use half the experts, -log 2 / log 4.
+    padding = np.zeros((2, 4), bool)
+    padding[0, :2] = True
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(layer_routing_loss(one_hot, padding)), -0.5, atol=1e-6
+    )
+
+
+def test_routing_loss_only_when_asked():
+    x = np.random.default_rng(12).normal(size=(2, 5, 8)).astype("float32")
+    for layer, training in [
+        (MoEQueryAttention(2, 3, routing_loss_weight=0.5), False),
+        (MoEQueryAttention(2, 3), True),
+        (MoEQueryAttention(2, 1, routing_loss_weight=0.5), True),
+    ]:
+        layer(x, training=training)
+        assert layer.losses == []
+    with pytest.raises(ValueError, match="routing_loss_weight"):
+        MoEQueryAttention(2, 3, routing_loss_weight=-0.1)
+    layer = MoEQueryAttention(2, 3, routing_loss_weight=0.25)
+    assert MoEQueryAttention.from_config(layer.get_config()).routing_loss_weight == 0.25

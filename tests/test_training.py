@@ -237,6 +237,11 @@ def test_finetune_learning_rate_applies_to_fame_only(data, tmp_path):
         ("weight_decay", float("inf"), "`weight_decay` must be a finite number"),
         ("weight_decay", "0.1", "`weight_decay` must be a finite number >= 0"),
         ("expert_noise", -0.01, "`expert_noise` must be a finite number >= 0"),
+        (
+            "routing_loss_weight",
+            -0.1,
+            "`routing_loss_weight` must be a finite number >= 0",
+        ),
     ],
 )
 def test_config_rejects_bad_fields_at_once(field, bad, message):

@@ -44,12 +44,15 @@ class AttentionBlockBase(keras.layers.Layer):
         check_heads_divide(hidden_dim, self.num_heads)
         return hidden_dim // self.num_heads
 
-    def _attention(self, input_shape, num_experts: int) -> MoEQueryAttention:
+    def _attention(
+        self, input_shape, num_experts: int, routing_loss_weight: float = 0.0
+    ) -> MoEQueryAttention:
         layer = MoEQueryAttention(
             self.num_heads,
             num_experts,
             dropout=self.attention_dropout,
             use_bias=True,
+            routing_loss_weight=routing_loss_weight,
             kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
             name="attention",

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_fame.layers._block_base import AttentionBlockBase
-from keras_fame.layers._utils import check_positive_int
+from keras_fame.layers._utils import check_non_negative_number, check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_fame")
@@ -33,6 +33,8 @@ class FAMEBlock(AttentionBlockBase):
         dropout: Dropout rate of the residual branches.
         attention_dropout: Dropout rate of the attention probabilities.
         activation: Activation of FFN' (the paper uses ReLU).
+        routing_loss_weight: Weight of the attention's routing loss (see
+            `MoEQueryAttention`; 0: none, the paper's model).
         layer_norm_epsilon: Epsilon of the LayerNorms.
         kernel_initializer: Initializer of every kernel.
         **kwargs: Base layer arguments.
@@ -60,6 +62,7 @@ class FAMEBlock(AttentionBlockBase):
         activation="relu",
         layer_norm_epsilon: float = 1e-12,
         kernel_initializer="default",
+        routing_loss_weight: float = 0.0,
         **kwargs,
     ):
         super().__init__(
@@ -73,11 +76,16 @@ class FAMEBlock(AttentionBlockBase):
         )
         num_experts = check_positive_int("num_experts", num_experts)
         self.num_experts = num_experts
+        self.routing_loss_weight = check_non_negative_number(
+            "routing_loss_weight", routing_loss_weight
+        )
 
     def build(self, input_shape):
         self.head_dim = head_dim = self._head_dim(input_shape[-1])
         head_shape = (*input_shape[:-1], self.num_heads, head_dim)
-        self.attention = self._attention(input_shape, self.num_experts)
+        self.attention = self._attention(
+            input_shape, self.num_experts, self.routing_loss_weight
+        )
         self.attention_dropout_layer = self._dropout()
         self.attention_norm = self._norm(head_shape, "attention_norm")
         self.ffn_inner = self._dense(head_dim, head_shape, "ffn_inner", self.activation)
@@ -124,4 +132,5 @@ class FAMEBlock(AttentionBlockBase):
     def get_config(self):
         config = super().get_config()
         config["num_experts"] = self.num_experts
+        config["routing_loss_weight"] = self.routing_loss_weight
         return config

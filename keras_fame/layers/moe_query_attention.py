@@ -7,6 +7,7 @@ from keras import ops
 
 from keras_fame.layers._utils import (
     _MASK_VALUE,
+    check_non_negative_number,
     check_positive_int,
     check_rate,
     clone_initializer,
@@ -42,6 +43,20 @@ class MoEQueryAttention(keras.layers.Layer):
     and the layer is ordinary multi-head attention before the output
     projection (this is how the package's SASRec block uses it).
 
+    Routing loss (optional, not in the paper): with `routing_loss_weight > 0`
+    and `num_experts > 1`, a training call adds (`add_loss`) the weight times
+
+    ```
+    mean_h [ mean_i H(beta_i^(h)) - H(mean_i beta_i^(h)) ] / log N
+    ```
+
+    over the real query positions `i` of the batch, `H` the entropy. This is
+    minus the mutual information between position and expert, normalised to
+    [-1, 0]: it rewards each position for choosing few experts and the batch
+    for using all of them alike. Without it, experts that start alike get no
+    reason to differ, and the router weighs them evenly
+    (`keras_fame.inspection.expert_usage`); the loss breaks that symmetry.
+
     Masks: padding positions (False in `padding_mask`) never act as keys, and
     their own output is zero (their router weights are meaningless). With
     `use_causal_mask=True` position `i` only sees positions `j <= i`. The
@@ -54,6 +69,8 @@ class MoEQueryAttention(keras.layers.Layer):
         num_experts: Number of query experts `N` per head.
         dropout: Dropout rate on the attention probabilities.
         use_bias: Whether the query, key and value projections have biases.
+        routing_loss_weight: Weight of the routing loss above (0: none, the
+            paper's model).
         kernel_initializer: Initializer of the projection kernels.
         bias_initializer: Initializer of the biases.
         **kwargs: Base layer arguments (`name`, `dtype`, ...).
@@ -95,6 +112,7 @@ class MoEQueryAttention(keras.layers.Layer):
         num_experts: int,
         dropout: float = 0.0,
         use_bias: bool = False,
+        routing_loss_weight: float = 0.0,
         kernel_initializer="default",
         bias_initializer="zeros",
         **kwargs,
@@ -107,6 +125,9 @@ class MoEQueryAttention(keras.layers.Layer):
         self.num_experts = num_experts
         self.dropout = dropout
         self.use_bias = bool(use_bias)
+        self.routing_loss_weight = check_non_negative_number(
+            "routing_loss_weight", routing_loss_weight
+        )
         if kernel_initializer == "default":
             kernel_initializer = default_initializer()
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -193,6 +214,11 @@ class MoEQueryAttention(keras.layers.Layer):
         outputs, routing, _ = self._forward(
             x, padding_mask, use_causal_mask, training, last_position_only
         )
+        if training and self.routing_loss_weight and self.num_experts > 1:
+            query_mask = padding_mask
+            if last_position_only and padding_mask is not None:
+                query_mask = padding_mask[:, -1:]
+            self.add_loss(self.routing_loss_weight * routing_loss(routing, query_mask))
         if return_routing:
             return outputs, routing
         return outputs
@@ -320,6 +346,7 @@ class MoEQueryAttention(keras.layers.Layer):
                 "num_experts": self.num_experts,
                 "dropout": self.dropout,
                 "use_bias": self.use_bias,
+                "routing_loss_weight": self.routing_loss_weight,
                 "kernel_initializer": keras.initializers.serialize(
                     self.kernel_initializer
                 ),
@@ -327,3 +354,35 @@ class MoEQueryAttention(keras.layers.Layer):
             }
         )
         return config
+
+
+def routing_loss(routing, padding_mask=None):
+    """Minus the position/expert mutual information of a routing, over log N.
+
+    Args:
+        routing: Router weights `(batch, length, num_heads, num_experts)`, a
+            distribution over the experts at every position
+            (`num_experts > 1`).
+        padding_mask: Optional boolean `(batch, length)`, True for the
+            positions that count.
+
+    Returns:
+        A float32 scalar in [-1, 0]: the mean over heads of
+        `(mean_i H(beta_i) - H(mean_i beta_i)) / log N`. 0 when every
+        position routes alike; -1 when each position picks one expert and
+        every expert is picked equally often.
+    """
+    routing = ops.cast(routing, "float32")
+    num_experts = routing.shape[-1]
+    if padding_mask is None:
+        weights = ops.ones_like(routing[..., :1, :1])
+    else:
+        weights = ops.cast(padding_mask, "float32")[:, :, None, None]
+    count = ops.maximum(ops.sum(weights), 1.0)
+
+    def entropy(p):
+        return -ops.sum(p * ops.log(p + 1e-9), axis=-1)
+
+    mean_routing = ops.sum(routing * weights, axis=(0, 1)) / count  # (h, n)
+    each = ops.sum(entropy(routing) * weights[..., 0], axis=(0, 1)) / count  # (h,)
+    return ops.mean(each - entropy(mean_routing)) / math.log(num_experts)

@@ -475,9 +475,9 @@ class SequentialRecommender(keras.Model):
                 total / ops.maximum(ops.sum(weights), 1.0)
             )
         if self.losses:
-            loss = loss + scale_loss_for_distribution(
-                ops.cast(ops.sum(self.losses), loss.dtype)
-            )
+            # Stacked first: JAX cannot sum a Python list of traced scalars.
+            extra = ops.stack([ops.cast(term, loss.dtype) for term in self.losses])
+            loss = loss + scale_loss_for_distribution(ops.sum(extra))
         return loss
 
     def _sampled_softmax_losses(self, vectors, targets, weights):

@@ -42,6 +42,9 @@ class FAME(SequentialRecommender):
         intermediate_dim: FFN inner size of the lower blocks (default `4 d`).
         activation: FFN activation of the lower blocks.
         facet_activation: Activation of FFN' in the FAME block (paper: ReLU).
+        routing_loss_weight: Weight of an auxiliary loss that rewards each
+            position for routing to few experts and the batch for using all
+            of them (not in the paper; 0: none). See `MoEQueryAttention`.
         position_anchor: Where positions are counted from: `"end"` (the
             most recent item, SASRec's convention) or `"start"` (each
             sequence's first item); see `PositionEmbedding`.
@@ -77,9 +80,13 @@ class FAME(SequentialRecommender):
         intermediate_dim: int | None = None,
         activation: str = "gelu",
         facet_activation: str = "relu",
+        routing_loss_weight: float = 0.0,
         **kwargs,
     ):
         num_experts = check_positive_int("num_experts", num_experts)
+        routing_loss_weight = check_non_negative_number(
+            "routing_loss_weight", routing_loss_weight
+        )
         super().__init__(
             num_items=num_items,
             max_len=max_len,
@@ -94,6 +101,7 @@ class FAME(SequentialRecommender):
         )
         self.num_experts = num_experts
         self.facet_activation = facet_activation
+        self.routing_loss_weight = routing_loss_weight
         self.head_dim = hidden_dim // num_heads
         self.build()
 
@@ -107,6 +115,7 @@ class FAME(SequentialRecommender):
             attention_dropout=self.attention_dropout,
             activation=self.facet_activation,
             layer_norm_epsilon=self.layer_norm_epsilon,
+            routing_loss_weight=self.routing_loss_weight,
             dtype=policy,
             name=f"block_{self.num_blocks - 1}",
         )
@@ -364,6 +373,10 @@ class FAME(SequentialRecommender):
     def get_config(self):
         config = super().get_config()
         config.update(
-            {"num_experts": self.num_experts, "facet_activation": self.facet_activation}
+            {
+                "num_experts": self.num_experts,
+                "facet_activation": self.facet_activation,
+                "routing_loss_weight": self.routing_loss_weight,
+            }
         )
         return config
