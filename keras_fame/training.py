@@ -93,10 +93,10 @@ class TrainConfig:
             `keras_fame.inspection.expert_usage`).
         routing_loss_weight: weight of FAME's auxiliary routing loss
             (default 0, none; not in the paper): minus the mutual information
-            between position and expert over log N, which rewards each
-            position for routing to few experts and the batch for using all
-            of them, so that the experts of a head come to differ; see
-            `MoEQueryAttention`.
+            between position and expert over log N (over each batch's rows),
+            which rewards each position for routing to few experts and the
+            batch for using all of them, meant to make the experts of a head
+            differ; see `MoEQueryAttention`. Ignored with one expert.
         facet_init: FAME's per-head `W_f`: `"identity"` (default; with
             pretrained experts FAME starts close to SASRec's scores) or
             `"random"` (the paper's). The two defaults beat the paper's init

@@ -76,11 +76,21 @@ SCRIPT = textwrap.dedent(
     row_targets = rng.integers(1, 21, size=4).astype("int32")
     loss = model.fit(ids, row_targets, epochs=1, verbose=0).history["loss"]
     assert np.isfinite(loss).all()
-    # The routing loss reaches the loss of a JAX training step.
-    weighted = FAME.from_config(dict(model.get_config(), routing_loss_weight=1.0))
-    weighted.compile(optimizer="adam")
-    loss = weighted.fit(ids, targets, epochs=1, verbose=0).history["loss"]
-    assert np.isfinite(loss).all()
+    # The routing loss reaches the loss of a JAX training step: no dropout and
+    # no update (rate 0), so the two losses differ by exactly the routing loss.
+    plain = FAME(num_items=20, num_experts=2, max_len=6, hidden_dim=32, dropout=0.0)
+    router = plain.fame_block.attention.router_kernel
+    router.assign(rng.normal(0, 2.0, size=router.shape))
+    weighted = FAME.from_config(dict(plain.get_config(), routing_loss_weight=1.0))
+    weighted.set_weights(plain.get_weights())
+    losses = []
+    for m in (plain, weighted):
+        m.compile(optimizer=keras.optimizers.SGD(0.0))
+        losses.append(m.fit(ids, targets, batch_size=4, epochs=1, verbose=0).history["loss"][0])
+    routing = weighted.facet_weights(ids, all_positions=True)["routing"]
+    expected = routing_loss(routing, ids > 0)
+    assert expected < -0.01
+    np.testing.assert_allclose(losses[1] - losses[0], expected, rtol=1e-3, atol=1e-5)
     print("JAX OK")
     """
 )

@@ -334,4 +334,32 @@ def test_routing_loss_only_when_asked():
     with pytest.raises(ValueError, match="routing_loss_weight"):
         MoEQueryAttention(2, 3, routing_loss_weight=-0.1)
     layer = MoEQueryAttention(2, 3, routing_loss_weight=0.25)
-    assert MoEQueryAttention.from_config(layer.get_config()).routing_loss_weight == 0.25
+    config = layer.get_config()
+    assert MoEQueryAttention.from_config(config).routing_loss_weight == 0.25
+    # Configs saved before the option existed load without it.
+    del config["routing_loss_weight"]
+    assert MoEQueryAttention.from_config(config).routing_loss_weight == 0.0
+    with pytest.raises(ValueError, match="at least 2 experts"):
+        layer_routing_loss(np.ones((2, 3, 2, 1), "float32"))
+
+
+def test_routing_loss_is_float32_under_mixed_precision():
+    x = np.random.default_rng(13).normal(size=(2, 5, 8)).astype("float32")
+    layers = [
+        MoEQueryAttention(2, 3, routing_loss_weight=1.0, dtype=policy)
+        for policy in ("float32", "mixed_bfloat16")
+    ]
+    for layer in layers:
+        layer.build(x.shape)
+    layers[0].router_kernel.assign(
+        np.random.default_rng(14).normal(0, 2.0, size=layers[0].router_kernel.shape)
+    )
+    layers[1].set_weights(layers[0].get_weights())
+    losses = []
+    for layer in layers:
+        layer(x, training=True)
+        (loss,) = layer.losses
+        assert loss.dtype == "float32"
+        losses.append(ops.convert_to_numpy(loss))
+    # bfloat16 activations (8 bits of mantissa), but no bfloat16 routing.
+    np.testing.assert_allclose(losses[1], losses[0], rtol=0.05)

@@ -33,16 +33,16 @@ class FAMEBlock(AttentionBlockBase):
         dropout: Dropout rate of the residual branches.
         attention_dropout: Dropout rate of the attention probabilities.
         activation: Activation of FFN' (the paper uses ReLU).
-        routing_loss_weight: Weight of the attention's routing loss (see
-            `MoEQueryAttention`; 0: none, the paper's model).
         layer_norm_epsilon: Epsilon of the LayerNorms.
         kernel_initializer: Initializer of every kernel.
+        routing_loss_weight: Weight of the attention's routing loss (see
+            `MoEQueryAttention`; 0: none, the paper's model).
         **kwargs: Base layer arguments.
 
     Call arguments:
         x: `(batch, length, hidden_dim)`.
         padding_mask: Boolean `(batch, length)`, True for real items.
-        training: Whether dropout is active.
+        training: Whether dropout is active and the routing loss is added.
         return_routing: Also return the expert routing weights.
         last_position_only: Compute the last position only (equal to the
             last position of the full output, at a fraction of the cost).

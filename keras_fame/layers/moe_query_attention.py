@@ -50,12 +50,16 @@ class MoEQueryAttention(keras.layers.Layer):
     mean_h [ mean_i H(beta_i^(h)) - H(mean_i beta_i^(h)) ] / log N
     ```
 
-    over the real query positions `i` of the batch, `H` the entropy. This is
-    minus the mutual information between position and expert, normalised to
-    [-1, 0]: it rewards each position for choosing few experts and the batch
-    for using all of them alike. Without it, experts that start alike get no
-    reason to differ, and the router weighs them evenly
-    (`keras_fame.inspection.expert_usage`); the loss breaks that symmetry.
+    over the real query positions `i` of the batch (of each replica's batch
+    under a distribution strategy; the last positions only with
+    `last_position_only`), `H` the entropy. This is minus the mutual
+    information between position and expert, normalised to [-1, 0] (up to
+    float32 round-off): it rewards each position for choosing few experts
+    and the batch for using all of them alike. Experts that compute the same
+    thing give the router no gradient from the recommendation loss, and a
+    router that weighs them evenly gives them the same gradient
+    (`keras_fame.inspection.expert_usage` measures both); this loss is meant
+    to break that symmetry.
 
     Masks: padding positions (False in `padding_mask`) never act as keys, and
     their own output is zero (their router weights are meaningless). With
@@ -69,10 +73,10 @@ class MoEQueryAttention(keras.layers.Layer):
         num_experts: Number of query experts `N` per head.
         dropout: Dropout rate on the attention probabilities.
         use_bias: Whether the query, key and value projections have biases.
-        routing_loss_weight: Weight of the routing loss above (0: none, the
-            paper's model).
         kernel_initializer: Initializer of the projection kernels.
         bias_initializer: Initializer of the biases.
+        routing_loss_weight: Weight of the routing loss above (0: none, the
+            paper's model; ignored with one expert).
         **kwargs: Base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -80,7 +84,7 @@ class MoEQueryAttention(keras.layers.Layer):
         padding_mask: Optional boolean `(batch, length)`, True for real items.
             When omitted, a Keras mask attached to `x` is used.
         use_causal_mask: Whether position `i` may only attend to `j <= i`.
-        training: Whether dropout is active.
+        training: Whether dropout is active and the routing loss is added.
         return_routing: Also return the router weights.
         last_position_only: Compute the output of the last position only
             (its queries attend to every position's keys and values as
@@ -112,9 +116,9 @@ class MoEQueryAttention(keras.layers.Layer):
         num_experts: int,
         dropout: float = 0.0,
         use_bias: bool = False,
-        routing_loss_weight: float = 0.0,
         kernel_initializer="default",
         bias_initializer="zeros",
+        routing_loss_weight: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -211,14 +215,17 @@ class MoEQueryAttention(keras.layers.Layer):
     ):
         if padding_mask is None:
             padding_mask = mask
-        outputs, routing, _ = self._forward(
+        outputs, routing, _, routing32 = self._forward(
             x, padding_mask, use_causal_mask, training, last_position_only
         )
         if training and self.routing_loss_weight and self.num_experts > 1:
             query_mask = padding_mask
             if last_position_only and padding_mask is not None:
                 query_mask = padding_mask[:, -1:]
-            self.add_loss(self.routing_loss_weight * routing_loss(routing, query_mask))
+            # From the float32 router softmax: near-even routing (where it
+            # starts) rounded to half precision would distort the loss.
+            loss = routing_loss(routing32, query_mask)
+            self.add_loss(self.routing_loss_weight * loss)
         if return_routing:
             return outputs, routing
         return outputs
@@ -246,7 +253,7 @@ class MoEQueryAttention(keras.layers.Layer):
         x = ops.convert_to_tensor(x, dtype=self.compute_dtype)
         if not self.built:
             self.build(x.shape)
-        outputs, routing, expert_outputs = self._forward(
+        outputs, routing, expert_outputs, _ = self._forward(
             x, padding_mask, use_causal_mask, False, last_position_only
         )
         expert_outputs = ops.transpose(expert_outputs, (0, 3, 1, 2, 4))
@@ -261,7 +268,9 @@ class MoEQueryAttention(keras.layers.Layer):
         }
 
     def _forward(self, x, padding_mask, use_causal_mask, training, last_position_only):
-        """`(outputs, routing, expert_outputs)`, the last `(b, h, n, l, k)`."""
+        """`(outputs, routing, expert_outputs, routing32)`: `expert_outputs`
+        is `(b, h, n, l, k)`, `routing32` the router's float32 softmax (None
+        with one expert)."""
         h, n, k = self.num_heads, self.num_experts, self.head_dim
         length = ops.shape(x)[1]
         query_input = x[:, -1:] if last_position_only else x
@@ -301,20 +310,20 @@ class MoEQueryAttention(keras.layers.Layer):
         if n == 1:
             outputs = ops.transpose(expert_outputs[:, :, 0], (0, 2, 1, 3))
             routing = ops.ones_like(outputs[..., :1])
+            routing32 = None
         else:
             router_kernel = ops.reshape(self.router_kernel, (h, n, k, n))
             router_logits = ops.einsum(
                 "bhnlk,hnkm->blhm", expert_outputs, router_kernel
             )
-            routing = ops.cast(
-                float32_softmax(router_logits, axis=-1), self.compute_dtype
-            )
+            routing32 = float32_softmax(router_logits, axis=-1)
+            routing = ops.cast(routing32, self.compute_dtype)
             outputs = ops.einsum("blhn,bhnlk->blhk", routing, expert_outputs)
         if query_mask is not None:
             # Padding positions attend to nothing: their output is zero.
             is_real = ops.cast(query_mask, outputs.dtype)[:, :, None, None]
             outputs = outputs * is_real
-        return outputs, routing, expert_outputs
+        return outputs, routing, expert_outputs, routing32
 
     def compute_output_shape(self, input_shape):
         head_dim = input_shape[-1] // self.num_heads
@@ -367,13 +376,18 @@ def routing_loss(routing, padding_mask=None):
             positions that count.
 
     Returns:
-        A float32 scalar in [-1, 0]: the mean over heads of
+        A float32 scalar in [-1, 0] (up to round-off): the mean over heads of
         `(mean_i H(beta_i) - H(mean_i beta_i)) / log N`. 0 when every
         position routes alike; -1 when each position picks one expert and
         every expert is picked equally often.
     """
     routing = ops.cast(routing, "float32")
     num_experts = routing.shape[-1]
+    if num_experts is None or num_experts < 2:
+        raise ValueError(
+            "`routing` must have a known last axis of at least 2 experts. "
+            f"Received: shape={routing.shape}"
+        )
     if padding_mask is None:
         weights = ops.ones_like(routing[..., :1, :1])
     else:

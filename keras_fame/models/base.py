@@ -475,8 +475,10 @@ class SequentialRecommender(keras.Model):
                 total / ops.maximum(ops.sum(weights), 1.0)
             )
         if self.losses:
-            # Stacked first: JAX cannot sum a Python list of traced scalars.
-            extra = ops.stack([ops.cast(term, loss.dtype) for term in self.losses])
+            # Stacked first: JAX cannot sum a Python list of traced tensors.
+            extra = ops.stack(
+                [ops.sum(ops.cast(term, loss.dtype)) for term in self.losses]
+            )
             loss = loss + scale_loss_for_distribution(ops.sum(extra))
         return loss
 
