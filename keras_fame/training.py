@@ -96,7 +96,10 @@ class TrainConfig:
             between position and expert over log N (over each batch's rows),
             which rewards each position for routing to few experts and the
             batch for using all of them, meant to make the experts of a head
-            differ; see `MoEQueryAttention`. Ignored with one expert.
+            differ; see `MoEQueryAttention`. Ignored with one expert. On Toys,
+            weight 1 routed each row almost wholly to one expert and moved
+            the experts apart, but did not raise FAME's results (README,
+            Benchmarks).
         facet_init: FAME's per-head `W_f`: `"identity"` (default; with
             pretrained experts FAME starts close to SASRec's scores) or
             `"random"` (the paper's). The two defaults beat the paper's init
