@@ -52,6 +52,7 @@ from keras_fame.models.base import (
     NEGATIVES,
     SOFTMAXES,
     check_label_smoothing,
+    check_loss_excludes_history,
 )
 from keras_fame.models.fame import EXPERT_INITS, FACET_INITS
 
@@ -129,6 +130,11 @@ class TrainConfig:
             over all items in the loss of both stages (see `SASRec`); 0
             (default): plain cross-entropy. Full softmax only. 0.1 lowered
             SASRec and FAME on every Toys test metric (README, Benchmarks).
+        loss_excludes_history: leave the items each training position has
+            read out of its softmax in both stages (see `SASRec`), as the
+            evaluation leaves the history out of the candidates; False
+            (default): every item is a negative, as in the paper. Full
+            softmax only.
         weight_decay: decoupled weight decay of Adam in both stages (each
             step multiplies a weight by `1 - learning_rate * weight_decay`,
             as AdamW does), on every kernel and embedding table but not on
@@ -197,6 +203,7 @@ class TrainConfig:
     finetune_dropout: float | None = 0.3
     ema_momentum: float | None = None
     label_smoothing: float = 0.0
+    loss_excludes_history: bool = False
     weight_decay: float = 0.0
     batch_size: int = 256
     pretrain_epochs: int = 200
@@ -256,6 +263,7 @@ class TrainConfig:
                 )
         check_row_options(self.windows, self.prefixes, self.empty_prefix)
         check_label_smoothing(self.label_smoothing, self.softmax)
+        check_loss_excludes_history(self.loss_excludes_history, self.softmax)
         if self.ema_momentum is not None and self.distribution != "none":
             raise ValueError(
                 "`ema_momentum` (weight averaging) is not supported with "
@@ -290,6 +298,7 @@ class TrainConfig:
             log_q_correction=self.log_q_correction,
             activation=self.activation,
             label_smoothing=self.label_smoothing,
+            loss_excludes_history=self.loss_excludes_history,
         )
 
 
@@ -312,6 +321,7 @@ LATER_FIELDS = {
     "ema_momentum": None,
     "label_smoothing": 0.0,
     "weight_decay": 0.0,
+    "loss_excludes_history": False,
     "expert_noise": 0.02,
     "routing_loss_weight": 0.0,
 }

@@ -94,6 +94,24 @@ def routing_loss(routing, padding):
     return np.mean(losses)
 
 
+def history_excluded_loss(table, vectors, histories, targets, eps=0.0):
+    """Mean cross-entropy over the items not in each row's history (its
+    target always stays a candidate), with share `eps` spread over those
+    candidates. `table` is the item table without the padding row."""
+    num_items = len(table)
+    losses = []
+    for vector, history, target in zip(vectors, histories, targets, strict=True):
+        logits = table @ np.asarray(vector, "float64")
+        candidates = np.ones(num_items, bool)
+        candidates[[i - 1 for i in history if i and i != target]] = False
+        logits = logits[candidates]
+        log_p = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+        smoothed = np.full(candidates.sum(), eps / candidates.sum())
+        smoothed[candidates[: target - 1].sum()] += 1.0 - eps
+        losses.append(-(smoothed * log_p).sum())
+    return np.mean(losses)
+
+
 def next_item_batch(num_items, max_len, seed=0, batch=6):
     """Left-padded histories `(batch, max_len)` and their next-item targets
     (0 at padding; the last position's target is a fresh random item)."""

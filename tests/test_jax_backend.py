@@ -19,7 +19,8 @@ SCRIPT = textwrap.dedent(
     assert keras.backend.backend() == "jax"
     from keras_fame.layers import MoEQueryAttention, FacetGatedScorer
     from keras_fame.models import FAME
-    from tests.reference import moe_query_attention, facet_gated_scores, routing_loss
+    from tests.reference import (
+        moe_query_attention, facet_gated_scores, routing_loss, history_excluded_loss)
 
     rng = np.random.default_rng(0)
     layer = MoEQueryAttention(2, 3)
@@ -91,6 +92,25 @@ SCRIPT = textwrap.dedent(
     expected = routing_loss(routing, ids > 0)
     assert expected < -0.01
     np.testing.assert_allclose(losses[1] - losses[0], expected, rtol=1e-3, atol=1e-5)
+    # The softmax without the history (static shapes: every position scored,
+    # the padding ones weighted 0) against the NumPy reference, both forms.
+    masked = FAME.from_config(dict(plain.get_config(), loss_excludes_history=True))
+    masked.set_weights(plain.get_weights())
+    vectors = g(masked(ids))
+    table = g(masked.item_embedding.embeddings)[1:]
+    where = list(zip(*np.nonzero(targets)))
+    expected = history_excluded_loss(
+        table, [vectors[b, t] for b, t in where], [ids[b, :t + 1] for b, t in where],
+        [targets[b, t] for b, t in where])
+    np.testing.assert_allclose(
+        g(masked.compute_loss(ids, targets, masked(ids))), expected, rtol=1e-5)
+    expected = history_excluded_loss(table, vectors[:, -1], ids, row_targets)
+    np.testing.assert_allclose(
+        g(masked.compute_loss(ids, row_targets, masked(ids, last_position_only=True))),
+        expected, rtol=1e-5)
+    masked.compile(optimizer="adam")
+    loss = masked.fit(ids, row_targets, epochs=1, verbose=0).history["loss"]
+    assert np.isfinite(loss).all()
     print("JAX OK")
     """
 )

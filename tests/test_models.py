@@ -7,7 +7,12 @@ from keras import ops
 
 from keras_fame.models import FAME, PositionEmbedding, SASRec
 from keras_fame.training import TrainConfig, warm_start_fame
-from tests.reference import dropout_rates, next_item_batch, routing_loss
+from tests.reference import (
+    dropout_rates,
+    history_excluded_loss,
+    next_item_batch,
+    routing_loss,
+)
 
 NUM_ITEMS = 40
 MAX_LEN = 12
@@ -147,6 +152,62 @@ def test_label_smoothing_loss_matches_numpy_reference(index):
         SASRec(label_smoothing=1.0, **kwargs)
     with pytest.raises(ValueError, match="`label_smoothing` needs softmax='full'"):
         SASRec(label_smoothing=0.1, softmax="sampled", **kwargs)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+@pytest.mark.parametrize("index", [0, 1])
+def test_loss_excluding_history_matches_numpy_reference(index, eps):
+    kwargs = dict(
+        num_items=NUM_ITEMS,
+        max_len=MAX_LEN,
+        hidden_dim=16,
+        dropout=0.0,
+        label_smoothing=eps,
+    )
+    if index:
+        model = FAME(num_experts=3, loss_excludes_history=True, **kwargs)
+    else:
+        model = SASRec(loss_excludes_history=True, **kwargs)
+    x, y = _batch()
+    vectors = _np(model(x))
+    table = _np(model.item_embedding.embeddings)[1:]
+    # Next item at every position: position t has read x[b, :t + 1].
+    where = list(zip(*np.nonzero(y), strict=True))
+    histories = [x[b, : t + 1] for b, t in where]
+    targets = [y[b, t] for b, t in where]
+    # The batch has repeated items and targets already read: both cases count.
+    assert any(len(set(h[h > 0])) < (h > 0).sum() for h in histories)
+    assert any(t in h for h, t in zip(histories, targets, strict=True))
+    expected = history_excluded_loss(
+        table, [vectors[b, t] for b, t in where], histories, targets, eps
+    )
+    np.testing.assert_allclose(
+        _np(model.compute_loss(x, y, model(x))), expected, rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        _np(model.compute_loss({"item_ids": x}, y, model(x))), expected, rtol=1e-5
+    )
+    # One target per row: the whole row has been read.
+    last = y[:, -1]
+    expected = history_excluded_loss(table, vectors[:, -1], x, last, eps)
+    got = model.compute_loss(x, last, model(x, last_position_only=True))
+    np.testing.assert_allclose(_np(got), expected, rtol=1e-5)
+    if not eps:
+        # Fewer negatives: the loss is lower than with every item.
+        plain = type(model).from_config(
+            {**model.get_config(), "loss_excludes_history": False}
+        )
+        plain.set_weights(model.get_weights())
+        assert float(_np(got)) < float(_np(plain.compute_loss(x, last, plain(x))))
+    # It survives a config round trip and a warm start.
+    assert type(model).from_config(model.get_config()).loss_excludes_history
+    if not index:
+        assert FAME.from_sasrec(model, 2).loss_excludes_history
+    kwargs["label_smoothing"] = 0.0
+    with pytest.raises(ValueError, match="`loss_excludes_history` needs softmax"):
+        SASRec(loss_excludes_history=True, softmax="sampled", **kwargs)
+    with pytest.raises(ValueError, match="`loss_excludes_history` must be True or"):
+        SASRec(loss_excludes_history=1, **kwargs)
 
 
 def test_last_position_only_is_the_last_position_of_the_full_output(model):

@@ -233,6 +233,11 @@ def test_finetune_learning_rate_applies_to_fame_only(data, tmp_path):
         ("windows", True, r"`prefixes` and `windows` exclude each other"),
         ("num_heads", 3, "`hidden_dim` must be divisible by `num_heads`"),
         ("label_smoothing", 1.0, r"`label_smoothing` must be a float in \[0, 1\)"),
+        (
+            "loss_excludes_history",
+            "yes",
+            "`loss_excludes_history` must be True or False",
+        ),
         ("weight_decay", -0.1, "`weight_decay` must be a finite number >= 0"),
         ("weight_decay", float("inf"), "`weight_decay` must be a finite number"),
         ("weight_decay", "0.1", "`weight_decay` must be a finite number >= 0"),
@@ -474,21 +479,29 @@ def test_weight_decay_shrinks_kernels_and_embeddings_only(data, tmp_path):
     assert 0 < kept < len(names)
 
 
-def test_label_smoothing_and_weight_decay_reach_both_stages(data, tmp_path):
-    assert "weight_decay" not in config_record(_config())
-    assert "label_smoothing" not in config_record(_config())
+def test_loss_and_decay_options_reach_both_stages(data, tmp_path):
+    for name in ("weight_decay", "label_smoothing", "loss_excludes_history"):
+        assert name not in config_record(_config())
     config = _config(
-        pretrain_epochs=1, finetune_epochs=1, label_smoothing=0.1, weight_decay=0.01
+        pretrain_epochs=1,
+        finetune_epochs=1,
+        label_smoothing=0.1,
+        weight_decay=0.01,
+        loss_excludes_history=True,
     )
     runs = two_stage(data, config, tmp_path, verbose=0)
     for name in ("sasrec", "fame"):
         model = runs[name][0]
         assert model.label_smoothing == 0.1
+        assert model.loss_excludes_history is True
         assert model.optimizer.weight_decay == 0.01
         stage = json.loads((tmp_path / name / "stage.json").read_text())
         assert stage["label_smoothing"] == 0.1 and stage["weight_decay"] == 0.01
+        assert stage["loss_excludes_history"] is True
     with pytest.raises(ValueError, match="`label_smoothing` needs softmax='full'"):
         _config(label_smoothing=0.1, softmax="sampled")
+    with pytest.raises(ValueError, match="`loss_excludes_history` needs softmax"):
+        _config(loss_excludes_history=True, softmax="sampled")
 
 
 class _AverageRecorder(keras.callbacks.Callback):

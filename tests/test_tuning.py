@@ -312,6 +312,7 @@ def test_sasrec_cache_key_ignores_what_pretraining_does_not_read(data, tmp_path)
         ("ema_momentum", 0.9, "`cache` averages weights"),
         ("label_smoothing", 0.1, "`cache` trains with label_smoothing=0.1"),
         ("weight_decay", 0.01, "`cache` trains with .*weight_decay=0.01"),
+        ("loss_excludes_history", True, "`cache` trains with loss_excludes_history"),
     ],
 )
 def test_cache_trained_differently_from_the_trials_is_refused(

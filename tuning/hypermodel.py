@@ -519,6 +519,11 @@ class FAMEHyperModel(keras_tuner.HyperModel):
                 f"{cache.config.label_smoothing}, weight_decay="
                 f"{cache.config.weight_decay}; the search trains without (0)."
             )
+        elif cache.config.loss_excludes_history:
+            raise ValueError(
+                "`cache` trains with loss_excludes_history=True; the search "
+                "trains with every item in the softmax (False)."
+            )
         self.cache = cache
         self.builds = 0
         self.fits = 0

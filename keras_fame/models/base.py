@@ -119,6 +119,62 @@ def check_label_smoothing(label_smoothing, softmax: str) -> None:
         )
 
 
+def check_loss_excludes_history(loss_excludes_history, softmax: str) -> None:
+    """Raises a `ValueError` unless `loss_excludes_history` is a bool, and
+    False where `softmax` is not `"full"`."""
+    if not isinstance(loss_excludes_history, bool):
+        raise ValueError(
+            "`loss_excludes_history` must be True or False. Received: "
+            f"loss_excludes_history={loss_excludes_history!r}"
+        )
+    if loss_excludes_history and softmax != "full":
+        raise ValueError(
+            "`loss_excludes_history` needs softmax='full' (it removes items "
+            "from the whole catalogue's softmax). Received: "
+            f"loss_excludes_history={loss_excludes_history!r}, softmax={softmax!r}"
+        )
+
+
+def _inputs_before_targets(item_ids, num_targets):
+    """The inputs each target follows: `(batch * num_targets, length)`.
+
+    `item_ids` is `(batch, length)`; the targets are those of its last
+    `num_targets` columns. Row `b * num_targets + j` holds row `b`'s ids up to
+    and including the target's column (`length - num_targets + j`), 0 after.
+    """
+    length = ops.shape(item_ids)[1]
+    columns = ops.arange(length)
+    target_columns = length - num_targets + ops.arange(num_targets)
+    before = ops.less_equal(columns[None, :], target_columns[:, None])
+    seen = ops.where(before[None], item_ids[:, None, :], 0)
+    return ops.reshape(seen, (-1, length))
+
+
+def _candidates(seen, labels, num_items):
+    """Float `(rows, num_items)`: 1 for each row's candidates, 0 for the
+    items of `seen` (ids, 0 = none) other than the row's target (`labels`,
+    id - 1). Column `i` is item `i + 1`."""
+    rows = ops.shape(seen)[0]
+    length = ops.shape(seen)[1]
+    target_columns = ops.expand_dims(labels, 1)
+    # Padding (0) points at the target's column, which is set back to 1.
+    columns = ops.where(ops.greater(seen, 0), seen - 1, target_columns)
+    row_ids = ops.repeat(ops.expand_dims(ops.arange(rows), 1), length, axis=1)
+    indices = ops.stack(
+        [ops.reshape(row_ids, (-1,)), ops.reshape(columns, (-1,))], axis=1
+    )
+    keep = ops.scatter_update(
+        ops.ones((rows, num_items), "float32"),
+        indices,
+        ops.zeros((rows * length,), "float32"),
+    )
+    return ops.scatter_update(
+        keep,
+        ops.stack([ops.arange(rows), labels], axis=1),
+        ops.ones((rows,), "float32"),
+    )
+
+
 def _static_rank(tensor):
     """The rank of `tensor` if it is known while tracing, else None."""
     try:
@@ -203,6 +259,10 @@ class SequentialRecommender(keras.Model):
     (the "SASRec with sampled softmax" of gSASRec/eSASRec), a different
     objective that no longer estimates the full softmax.
 
+    With `loss_excludes_history=True` (full softmax only) a position's
+    softmax leaves out the items that position has read (its target stays
+    in), as the evaluation leaves a user's history out of the candidates.
+
     Under `tf.distribute`, feed `{"item_ids": ..., "num_targets": ...}`
     features (`SequenceDataset.train_dataset(count_targets=True)`): with the
     real-target count of the whole global batch, each replica's loss is its
@@ -228,6 +288,7 @@ class SequentialRecommender(keras.Model):
         log_q_correction: bool = True,
         layer_norm_epsilon: float = 1e-12,
         label_smoothing: float = 0.0,
+        loss_excludes_history: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -250,6 +311,7 @@ class SequentialRecommender(keras.Model):
         check_heads_divide(hidden_dim, num_heads)
         layer_norm_epsilon = check_epsilon("layer_norm_epsilon", layer_norm_epsilon)
         check_label_smoothing(label_smoothing, softmax)
+        check_loss_excludes_history(loss_excludes_history, softmax)
         self.num_items = num_items
         self.max_len = max_len
         self.hidden_dim = hidden_dim
@@ -267,6 +329,7 @@ class SequentialRecommender(keras.Model):
         self.log_q_correction = bool(log_q_correction)
         self.layer_norm_epsilon = layer_norm_epsilon
         self.label_smoothing = float(label_smoothing)
+        self.loss_excludes_history = loss_excludes_history
         self._sampler = keras.random.SeedGenerator(sampler_seed, name="sampler")
         # On TensorFlow the loss gathers the real positions (a dynamic shape),
         # which XLA can't compile; the other backends use static shapes.
@@ -428,12 +491,23 @@ class SequentialRecommender(keras.Model):
         y_pred = y_pred[:, ops.shape(y_pred)[1] - ops.shape(y)[1] :]
         targets = ops.reshape(y, (-1,))
         vectors = ops.reshape(y_pred, (-1, self.hidden_dim))
+        seen = None
+        if self.loss_excludes_history:
+            item_ids = x["item_ids"] if isinstance(x, dict) else x
+            if item_ids is None:
+                raise ValueError(
+                    "`loss_excludes_history=True` needs the inputs `x` (the "
+                    "item ids) in `compute_loss`."
+                )
+            seen = _inputs_before_targets(ops.cast(item_ids, "int32"), ops.shape(y)[1])
         is_real = ops.greater(targets, 0)
         if keras.backend.backend() == "tensorflow":
             # Only real positions get logits: on Amazon data about 1 in 6.
             real = ops.nonzero(is_real)[0]
             vectors = ops.take(vectors, real, axis=0)
             targets = ops.take(targets, real, axis=0)
+            if seen is not None:
+                seen = ops.take(seen, real, axis=0)
             weights = ops.ones_like(targets, dtype="float32")
         else:
             # Static shapes (JAX/XLA): score every position, weight real ones.
@@ -446,18 +520,30 @@ class SequentialRecommender(keras.Model):
                 ops.matmul(vectors, ops.transpose(self.item_table()[1:])), "float32"
             )
             labels = ops.maximum(targets - 1, 0)
+            keep = None
+            if seen is not None:
+                # The items a position has read (but its target) leave the
+                # softmax, as evaluation leaves them out of the candidates.
+                keep = _candidates(seen, labels, self.num_items)
+                item_logits = ops.where(ops.greater(keep, 0), item_logits, _MASK_VALUE)
             if self.label_smoothing:
                 # Cross-entropy against (1 - e) one-hot + e uniform over the
-                # items: logsumexp - (1 - e) target logit - e mean logit,
-                # with one logsumexp pass over the logits.
+                # candidates: logsumexp - (1 - e) target logit - e mean
+                # candidate logit, with one logsumexp pass over the logits.
                 eps = self.label_smoothing
                 target_logits = ops.take_along_axis(
                     item_logits, ops.expand_dims(labels, -1), axis=-1
                 )[:, 0]
+                if keep is None:
+                    mean_logits = ops.mean(item_logits, axis=-1)
+                else:
+                    mean_logits = ops.sum(item_logits * keep, axis=-1) / ops.sum(
+                        keep, axis=-1
+                    )
                 losses = (
                     ops.logsumexp(item_logits, axis=-1)
                     - (1.0 - eps) * target_logits
-                    - eps * ops.mean(item_logits, axis=-1)
+                    - eps * mean_logits
                 )
             else:
                 losses = keras.losses.sparse_categorical_crossentropy(
@@ -717,6 +803,7 @@ class SequentialRecommender(keras.Model):
                 "log_q_correction": self.log_q_correction,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "label_smoothing": self.label_smoothing,
+                "loss_excludes_history": self.loss_excludes_history,
             }
         )
         return config

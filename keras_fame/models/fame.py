@@ -53,6 +53,8 @@ class FAME(SequentialRecommender):
             (tiny `hidden_dim` with high dropout).
         label_smoothing: Share of the target's probability spread evenly
             over all items in the loss (see `SASRec`; 0: none).
+        loss_excludes_history: Leave the items a position has read out of
+            its training softmax (see `SASRec`; False: none).
         **kwargs: `keras.Model` arguments (`name`, `dtype`).
 
     Example:
@@ -332,6 +334,7 @@ class FAME(SequentialRecommender):
                 "log_q_correction",
                 "layer_norm_epsilon",
                 "label_smoothing",
+                "loss_excludes_history",
             )
         }
         for key in ("num_items", "max_len", "hidden_dim", "num_blocks", "num_heads"):
