@@ -108,6 +108,12 @@ SCRIPT = textwrap.dedent(
     np.testing.assert_allclose(
         g(masked.compute_loss(ids, row_targets, masked(ids, last_position_only=True))),
         expected, rtol=1e-5)
+    smoothed = FAME.from_config(dict(masked.get_config(), label_smoothing=0.2))
+    smoothed.set_weights(plain.get_weights())
+    expected = history_excluded_loss(table, vectors[:, -1], ids, row_targets, 0.2)
+    np.testing.assert_allclose(
+        g(smoothed.compute_loss(ids, row_targets, smoothed(ids, last_position_only=True))),
+        expected, rtol=1e-5)
     masked.compile(optimizer="adam")
     loss = masked.fit(ids, row_targets, epochs=1, verbose=0).history["loss"]
     assert np.isfinite(loss).all()

@@ -187,6 +187,19 @@ def test_loss_excluding_history_matches_numpy_reference(index, eps):
     np.testing.assert_allclose(
         _np(model.compute_loss({"item_ids": x}, y, model(x))), expected, rtol=1e-5
     )
+    # Targets unrelated to the next input: the history of column t ends at
+    # x[b, t], not at x[b, t + 1].
+    unrelated = np.where(y > 0, np.random.default_rng(1).integers(1, 41, y.shape), 0)
+    expected = history_excluded_loss(
+        table,
+        [vectors[b, t] for b, t in where],
+        histories,
+        [unrelated[b, t] for b, t in where],
+        eps,
+    )
+    np.testing.assert_allclose(
+        _np(model.compute_loss(x, unrelated, model(x))), expected, rtol=1e-5
+    )
     # One target per row: the whole row has been read.
     last = y[:, -1]
     expected = history_excluded_loss(table, vectors[:, -1], x, last, eps)
@@ -208,6 +221,35 @@ def test_loss_excluding_history_matches_numpy_reference(index, eps):
         SASRec(loss_excludes_history=True, softmax="sampled", **kwargs)
     with pytest.raises(ValueError, match="`loss_excludes_history` must be True or"):
         SASRec(loss_excludes_history=1, **kwargs)
+
+
+def test_loss_excluding_history_gradient_matches_numpy():
+    # d loss / d vector = (softmax over the candidates) . E - E[target], over
+    # the rows; an item left out gets no share of it.
+    import tensorflow as tf
+
+    model = SASRec(
+        num_items=NUM_ITEMS,
+        max_len=MAX_LEN,
+        hidden_dim=16,
+        dropout=0.0,
+        loss_excludes_history=True,
+    )
+    x, y = _batch()
+    last = y[:, -1]
+    vectors = tf.Variable(_np(model(x, last_position_only=True)))
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x, last, vectors)
+    got = _np(tape.gradient(loss, vectors))[:, 0]
+    table = _np(model.item_embedding.embeddings)[1:].astype("float64")
+    for row, (history, target) in enumerate(zip(x, last, strict=True)):
+        candidates = np.ones(NUM_ITEMS, bool)
+        candidates[[i - 1 for i in history if i and i != target]] = False
+        logits = table[candidates] @ _np(vectors)[row, 0]
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        expected = (p @ table[candidates] - table[target - 1]) / len(x)
+        np.testing.assert_allclose(got[row], expected, rtol=1e-4, atol=1e-7)
 
 
 def test_last_position_only_is_the_last_position_of_the_full_output(model):

@@ -151,27 +151,27 @@ def _inputs_before_targets(item_ids, num_targets):
 
 
 def _candidates(seen, labels, num_items):
-    """Float `(rows, num_items)`: 1 for each row's candidates, 0 for the
-    items of `seen` (ids, 0 = none) other than the row's target (`labels`,
-    id - 1). Column `i` is item `i + 1`."""
+    """Boolean `(rows, num_items)`: True for each row's candidates, False for
+    the items of `seen` (ids, 0 = none) other than the row's target
+    (`labels`, id - 1). Column `i` is item `i + 1`."""
     rows = ops.shape(seen)[0]
     length = ops.shape(seen)[1]
     target_columns = ops.expand_dims(labels, 1)
-    # Padding (0) points at the target's column, which is set back to 1.
+    # Padding (0) points at the target's column, which is set back to True.
     columns = ops.where(ops.greater(seen, 0), seen - 1, target_columns)
     row_ids = ops.repeat(ops.expand_dims(ops.arange(rows), 1), length, axis=1)
     indices = ops.stack(
         [ops.reshape(row_ids, (-1,)), ops.reshape(columns, (-1,))], axis=1
     )
     keep = ops.scatter_update(
-        ops.ones((rows, num_items), "float32"),
+        ops.ones((rows, num_items), "bool"),
         indices,
-        ops.zeros((rows * length,), "float32"),
+        ops.zeros((rows * length,), "bool"),
     )
     return ops.scatter_update(
         keep,
         ops.stack([ops.arange(rows), labels], axis=1),
-        ops.ones((rows,), "float32"),
+        ops.ones((rows,), "bool"),
     )
 
 
@@ -525,7 +525,7 @@ class SequentialRecommender(keras.Model):
                 # The items a position has read (but its target) leave the
                 # softmax, as evaluation leaves them out of the candidates.
                 keep = _candidates(seen, labels, self.num_items)
-                item_logits = ops.where(ops.greater(keep, 0), item_logits, _MASK_VALUE)
+                item_logits = ops.where(keep, item_logits, _MASK_VALUE)
             if self.label_smoothing:
                 # Cross-entropy against (1 - e) one-hot + e uniform over the
                 # candidates: logsumexp - (1 - e) target logit - e mean
@@ -537,9 +537,9 @@ class SequentialRecommender(keras.Model):
                 if keep is None:
                     mean_logits = ops.mean(item_logits, axis=-1)
                 else:
-                    mean_logits = ops.sum(item_logits * keep, axis=-1) / ops.sum(
-                        keep, axis=-1
-                    )
+                    mean_logits = ops.sum(
+                        ops.where(keep, item_logits, 0.0), axis=-1
+                    ) / ops.sum(ops.cast(keep, "float32"), axis=-1)
                 losses = (
                     ops.logsumexp(item_logits, axis=-1)
                     - (1.0 - eps) * target_logits

@@ -52,7 +52,8 @@ class FAME(SequentialRecommender):
             S3-Rec/ICLRec code); `SASRec`'s docstring says when to raise it
             (tiny `hidden_dim` with high dropout).
         label_smoothing: Share of the target's probability spread evenly
-            over all items in the loss (see `SASRec`; 0: none).
+            over all items (the candidates, with `loss_excludes_history`) in
+            the loss (see `SASRec`; 0: none).
         loss_excludes_history: Leave the items a position has read out of
             its training softmax (see `SASRec`; False: none).
         **kwargs: `keras.Model` arguments (`name`, `dtype`).

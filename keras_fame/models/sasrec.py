@@ -40,15 +40,17 @@ class SASRec(SequentialRecommender):
         label_smoothing: Share `e` in [0, 1) of the training target's
             probability spread evenly over all items: the loss is the
             cross-entropy against `(1 - e)` on the target plus `e / num_items`
-            on every item. 0 (default): plain cross-entropy. Full softmax
-            only.
+            on every item (`e` spread over the candidates, with
+            `loss_excludes_history`).
+            0 (default): plain cross-entropy. Full softmax only.
         loss_excludes_history: Leave the items a position has read out of
-            its training softmax (its target stays in even if it was read),
-            as the evaluation leaves a user's history out of the candidates;
-            label smoothing then spreads over the remaining items. A row's
-            history is what it feeds the model: items before its `max_len`
-            inputs stay in. False (default): every item is a negative, as in
-            the paper. Full softmax only.
+            its training softmax, as the evaluation leaves a user's history
+            out of the candidates; label smoothing then spreads over the
+            remaining items. A target the position has read before stays in
+            and is trained on (the evaluation counts such a target as a
+            miss). A row's history is what it feeds the model: items
+            before its `max_len` inputs stay in. False (default): every item
+            is a negative, as in the paper. Full softmax only.
         **kwargs: `keras.Model` arguments (`name`, `dtype`).
 
     Example:
