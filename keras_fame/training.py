@@ -32,6 +32,7 @@ import json
 import numbers
 import os
 import time
+import uuid
 from pathlib import Path
 
 import keras
@@ -463,9 +464,16 @@ def target_counts(dataset, config: TrainConfig):
 
 
 def _write_json(path: Path, value) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=float) + "\n")
-    os.replace(tmp, path)
+    """Writes `value` to `path` atomically. Each call writes its own temporary
+    file: the workers of a multi-worker cluster claim the same `config.json`
+    at the same time, and with one shared temporary name the second rename
+    found it gone, that worker died and the others waited for it forever."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(json.dumps(value, indent=2, default=float) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def fit_stage(

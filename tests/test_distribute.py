@@ -180,9 +180,14 @@ def _run_workers(workdir, timeout):
     try:
         outputs = [w.communicate(timeout=timeout) for w in workers]
     except subprocess.TimeoutExpired:
+        # A worker that died leaves the others waiting for it: report it.
+        died = [w.poll() not in (None, 0) for w in workers]
         for worker in workers:
-            worker.kill()
-            worker.communicate()
+            if worker.poll() is None:
+                worker.kill()
+        errors = [w.communicate()[1] for w in workers]
+        for dead, err in zip(died, errors, strict=True):
+            assert not dead, err[-4000:]
         return None
     for worker, (_, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err[-4000:]
@@ -193,11 +198,11 @@ def test_two_workers_and_mirrored_match_one_process(tmp_path):
     """Two local worker processes (MultiWorkerMirroredStrategy via TF_CONFIG),
     and `distribution="mirrored"` over two logical CPUs, train like one device.
     """
-    # A local two-worker cluster can hang (seen once, on 2026-12-01: the
-    # first worker was still running at a 600 s timeout, in a CI run just
-    # after one where this test passed), so a cluster that does not finish in
-    # time is started once more on new ports. The results must still match,
-    # and a worker that fails is a failure.
+    # The "hangs" seen here (2026-12-01 and 12-03) were a worker dying: both
+    # wrote config.json through one temporary file name, and the other
+    # worker waited for the dead one forever (fixed in `_write_json`). A
+    # worker that dies now fails the test with its error; a cluster that is
+    # only slow to finish is started once more on new ports.
     for attempt in range(2):
         outputs = _run_workers(tmp_path / f"multi{attempt}", timeout=300)
         if outputs is not None:

@@ -612,3 +612,27 @@ def test_parse_rate_or_none():
     for bad in ("high", "1.0", "-0.1", "nan", ""):
         with pytest.raises(ValueError, match=r"must be a rate in \[0, 1\) or none"):
             parse_rate_or_none(bad)
+
+
+def test_concurrent_writers_of_one_json_file_both_succeed(tmp_path, monkeypatch):
+    # The workers of a multi-worker cluster claim the same config.json at the
+    # same time. Here a second writer finishes between the first one's write
+    # and its rename; with one shared temporary name the first rename found
+    # its file gone (that worker died and the cluster hung).
+    from keras_fame import training
+
+    path = tmp_path / "config.json"
+    rename = training.os.replace
+    calls = []
+
+    def replace_after_another_writer(src, dst):
+        calls.append(src)
+        if len(calls) == 1:
+            training._write_json(path, {"writer": 2})
+        rename(src, dst)
+
+    monkeypatch.setattr(training.os, "replace", replace_after_another_writer)
+    training._write_json(path, {"writer": 1})
+    assert len(calls) == 2 and calls[0] != calls[1]
+    assert json.loads(path.read_text()) == {"writer": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
