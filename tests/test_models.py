@@ -35,6 +35,10 @@ def _models(dropout=0.0, position_anchor="end"):
     return [SASRec(**kwargs), FAME(num_experts=3, **kwargs)]
 
 
+def _sasrec_or_fame(index, **kwargs):
+    return FAME(num_experts=3, **kwargs) if index else SASRec(**kwargs)
+
+
 @pytest.fixture(params=["sasrec", "fame", "fame-start-anchor"])
 def model(request):
     if request.param == "fame-start-anchor":
@@ -127,10 +131,7 @@ def test_loss_is_cross_entropy_over_real_positions(model):
 def test_label_smoothing_loss_matches_numpy_reference(index):
     eps = 0.2
     kwargs = dict(num_items=NUM_ITEMS, max_len=MAX_LEN, hidden_dim=16, dropout=0.0)
-    if index:
-        model = FAME(num_experts=3, label_smoothing=eps, **kwargs)
-    else:
-        model = SASRec(label_smoothing=eps, **kwargs)
+    model = _sasrec_or_fame(index, label_smoothing=eps, **kwargs)
     x, y = _batch()
     vectors = _np(model(x))
     table = _np(model.item_embedding.embeddings)[1:]
@@ -164,10 +165,7 @@ def test_loss_excluding_history_matches_numpy_reference(index, eps):
         dropout=0.0,
         label_smoothing=eps,
     )
-    if index:
-        model = FAME(num_experts=3, loss_excludes_history=True, **kwargs)
-    else:
-        model = SASRec(loss_excludes_history=True, **kwargs)
+    model = _sasrec_or_fame(index, loss_excludes_history=True, **kwargs)
     x, y = _batch()
     vectors = _np(model(x))
     table = _np(model.item_embedding.embeddings)[1:]
