@@ -135,11 +135,10 @@ class TrainConfig:
             read out of its softmax in both stages (see `SASRec`), as the
             evaluation leaves the history out of the candidates (a target
             read before stays in the loss, while the evaluation counts it a
-            miss); False
-            (default): every item is a negative, as in the paper. Full
-            softmax only. On Toys it lowered SASRec and FAME on every test
-            metric (SASRec stopped improving after ten epochs; README,
-            Benchmarks).
+            miss); False (default): every item is a negative, as in the
+            paper. Full softmax only. On Toys it lowered SASRec and FAME on
+            every test metric (SASRec stopped improving after ten epochs;
+            README, Benchmarks).
         weight_decay: decoupled weight decay of Adam in both stages (each
             step multiplies a weight by `1 - learning_rate * weight_decay`,
             as AdamW does), on every kernel and embedding table but not on

@@ -94,16 +94,22 @@ def routing_loss(routing, padding):
     return np.mean(losses)
 
 
+def history_candidates(history, target, num_items):
+    """Boolean `(num_items,)` (entry `i` is item `i + 1`): False for the ids
+    of `history` (0 = none) other than `target`."""
+    candidates = np.ones(num_items, bool)
+    candidates[[i - 1 for i in history if i and i != target]] = False
+    return candidates
+
+
 def history_excluded_loss(table, vectors, histories, targets, eps=0.0):
     """Mean cross-entropy over the items not in each row's history (its
     target always stays a candidate), with share `eps` spread over those
     candidates. `table` is the item table without the padding row."""
-    num_items = len(table)
     losses = []
     for vector, history, target in zip(vectors, histories, targets, strict=True):
         logits = table @ np.asarray(vector, "float64")
-        candidates = np.ones(num_items, bool)
-        candidates[[i - 1 for i in history if i and i != target]] = False
+        candidates = history_candidates(history, target, len(table))
         logits = logits[candidates]
         log_p = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
         smoothed = np.full(candidates.sum(), eps / candidates.sum())

@@ -9,6 +9,7 @@ from keras_fame.models import FAME, PositionEmbedding, SASRec
 from keras_fame.training import TrainConfig, warm_start_fame
 from tests.reference import (
     dropout_rates,
+    history_candidates,
     history_excluded_loss,
     next_item_batch,
     routing_loss,
@@ -35,7 +36,12 @@ def _models(dropout=0.0, position_anchor="end"):
     return [SASRec(**kwargs), FAME(num_experts=3, **kwargs)]
 
 
-def _sasrec_or_fame(index, **kwargs):
+# The models of the loss-reference tests: no dropout, every item scored.
+LOSS_MODEL = dict(num_items=NUM_ITEMS, max_len=MAX_LEN, hidden_dim=16, dropout=0.0)
+
+
+def _sasrec_or_fame(index, **options):
+    kwargs = {**LOSS_MODEL, **options}
     return FAME(num_experts=3, **kwargs) if index else SASRec(**kwargs)
 
 
@@ -130,8 +136,7 @@ def test_loss_is_cross_entropy_over_real_positions(model):
 @pytest.mark.parametrize("index", [0, 1])
 def test_label_smoothing_loss_matches_numpy_reference(index):
     eps = 0.2
-    kwargs = dict(num_items=NUM_ITEMS, max_len=MAX_LEN, hidden_dim=16, dropout=0.0)
-    model = _sasrec_or_fame(index, label_smoothing=eps, **kwargs)
+    model = _sasrec_or_fame(index, label_smoothing=eps)
     x, y = _batch()
     vectors = _np(model(x))
     table = _np(model.item_embedding.embeddings)[1:]
@@ -150,22 +155,15 @@ def test_label_smoothing_loss_matches_numpy_reference(index):
     if not index:
         assert FAME.from_sasrec(model, 2).label_smoothing == eps
     with pytest.raises(ValueError, match="`label_smoothing`.*label_smoothing=1.0"):
-        SASRec(label_smoothing=1.0, **kwargs)
+        SASRec(label_smoothing=1.0, **LOSS_MODEL)
     with pytest.raises(ValueError, match="`label_smoothing` needs softmax='full'"):
-        SASRec(label_smoothing=0.1, softmax="sampled", **kwargs)
+        SASRec(label_smoothing=0.1, softmax="sampled", **LOSS_MODEL)
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.2])
 @pytest.mark.parametrize("index", [0, 1])
 def test_loss_excluding_history_matches_numpy_reference(index, eps):
-    kwargs = dict(
-        num_items=NUM_ITEMS,
-        max_len=MAX_LEN,
-        hidden_dim=16,
-        dropout=0.0,
-        label_smoothing=eps,
-    )
-    model = _sasrec_or_fame(index, loss_excludes_history=True, **kwargs)
+    model = _sasrec_or_fame(index, label_smoothing=eps, loss_excludes_history=True)
     x, y = _batch()
     vectors = _np(model(x))
     table = _np(model.item_embedding.embeddings)[1:]
@@ -214,11 +212,10 @@ def test_loss_excluding_history_matches_numpy_reference(index, eps):
     assert type(model).from_config(model.get_config()).loss_excludes_history
     if not index:
         assert FAME.from_sasrec(model, 2).loss_excludes_history
-    kwargs["label_smoothing"] = 0.0
     with pytest.raises(ValueError, match="`loss_excludes_history` needs softmax"):
-        SASRec(loss_excludes_history=True, softmax="sampled", **kwargs)
+        SASRec(loss_excludes_history=True, softmax="sampled", **LOSS_MODEL)
     with pytest.raises(ValueError, match="`loss_excludes_history` must be True or"):
-        SASRec(loss_excludes_history=1, **kwargs)
+        SASRec(loss_excludes_history=1, **LOSS_MODEL)
 
 
 def test_loss_excluding_history_gradient_matches_numpy():
@@ -226,13 +223,7 @@ def test_loss_excluding_history_gradient_matches_numpy():
     # the rows; an item left out gets no share of it.
     import tensorflow as tf
 
-    model = SASRec(
-        num_items=NUM_ITEMS,
-        max_len=MAX_LEN,
-        hidden_dim=16,
-        dropout=0.0,
-        loss_excludes_history=True,
-    )
+    model = _sasrec_or_fame(0, loss_excludes_history=True)
     x, y = _batch()
     last = y[:, -1]
     vectors = tf.Variable(_np(model(x, last_position_only=True)))
@@ -241,8 +232,7 @@ def test_loss_excluding_history_gradient_matches_numpy():
     got = _np(tape.gradient(loss, vectors))[:, 0]
     table = _np(model.item_embedding.embeddings)[1:].astype("float64")
     for row, (history, target) in enumerate(zip(x, last, strict=True)):
-        candidates = np.ones(NUM_ITEMS, bool)
-        candidates[[i - 1 for i in history if i and i != target]] = False
+        candidates = history_candidates(history, target, NUM_ITEMS)
         logits = table[candidates] @ _np(vectors)[row, 0]
         p = np.exp(logits - logits.max())
         p /= p.sum()

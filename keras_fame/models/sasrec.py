@@ -41,8 +41,8 @@ class SASRec(SequentialRecommender):
             probability spread evenly over all items: the loss is the
             cross-entropy against `(1 - e)` on the target plus `e / num_items`
             on every item (`e` spread over the candidates, with
-            `loss_excludes_history`).
-            0 (default): plain cross-entropy. Full softmax only.
+            `loss_excludes_history`). 0 (default): plain cross-entropy. Full
+            softmax only.
         loss_excludes_history: Leave the items a position has read out of
             its training softmax, as the evaluation leaves a user's history
             out of the candidates; label smoothing then spreads over the
