@@ -43,6 +43,7 @@ from keras import ops
 from keras_fame.layers._utils import (
     check_non_negative_int,
     check_positive_int,
+    id_mask,
     is_int,
 )
 
@@ -123,7 +124,6 @@ def rank_targets(scores: Any, targets: Any, seen_ids: Any | None = None) -> Any:
             f"Received: targets.shape={targets.shape}"
         )
     targets = ops.cast(targets, "int32")
-    batch_size = ops.shape(scores)[0]
     num_columns = ops.shape(scores)[1]
 
     valid_target = ops.logical_and(targets >= 1, targets < num_columns)
@@ -143,17 +143,7 @@ def rank_targets(scores: Any, targets: Any, seen_ids: Any | None = None) -> Any:
         seen_ids = ops.concatenate(
             [ops.expand_dims(ops.zeros_like(targets), 1), seen_ids], axis=1
         )
-        rows = ops.broadcast_to(
-            ops.expand_dims(ops.arange(batch_size, dtype="int32"), 1),
-            ops.shape(seen_ids),
-        )
-        indices = ops.stack(
-            [ops.reshape(rows, (-1,)), ops.reshape(seen_ids, (-1,))], axis=1
-        )
-        counts = ops.scatter(
-            indices, ops.ones_like(indices[:, 0]), (batch_size, num_columns)
-        )
-        excluded = counts > 0
+        excluded = id_mask(seen_ids, num_columns)
         target_excluded = ops.logical_or(
             ops.logical_not(valid_target),
             ops.take_along_axis(excluded, safe_targets, axis=1)[:, 0],

@@ -118,3 +118,26 @@ def float32_softmax(logits, axis: int = -1):
     if logits.shape[axis] == 1:
         return 1.0 + 0.0 * logits
     return ops.softmax(logits, axis=axis)
+
+
+def id_mask(ids, num_columns):
+    """Boolean `(rows, num_columns)`: True at column `j` of row `r` when `j`
+    is one of `ids[r]`.
+
+    Args:
+        ids: int32 `(rows, n)`, every entry in `[0, num_columns)` (repeats
+            allowed; the caller maps padding and out-of-range ids to a column
+            it handles, e.g. 0).
+        num_columns: width of the mask.
+
+    The history masks of the training softmax (`loss_excludes_history`) and
+    of full-ranking evaluation are both built here: one scatter of ones
+    into a `(rows, num_columns)` count matrix.
+    """
+    rows = ops.shape(ids)[0]
+    row_ids = ops.broadcast_to(
+        ops.expand_dims(ops.arange(rows, dtype="int32"), 1), ops.shape(ids)
+    )
+    indices = ops.stack([ops.reshape(row_ids, (-1,)), ops.reshape(ids, (-1,))], axis=1)
+    counts = ops.scatter(indices, ops.ones_like(indices[:, 0]), (rows, num_columns))
+    return counts > 0

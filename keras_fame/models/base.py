@@ -15,6 +15,7 @@ from keras_fame.layers._utils import (
     check_positive_int,
     check_rate,
     default_initializer,
+    id_mask,
 )
 from keras_fame.layers.transformer_block import TransformerBlock
 
@@ -154,25 +155,11 @@ def _candidates(seen, labels, num_items):
     """Boolean `(rows, num_items)`: True for each row's candidates, False for
     the items of `seen` (ids, 0 = none) other than the row's target
     (`labels`, id - 1). Column `i` is item `i + 1`."""
-    rows = ops.shape(seen)[0]
-    length = ops.shape(seen)[1]
-    target_columns = ops.expand_dims(labels, 1)
-    # Padding (0) points at the target's column, which is set back to True.
-    columns = ops.where(ops.greater(seen, 0), seen - 1, target_columns)
-    row_ids = ops.repeat(ops.expand_dims(ops.arange(rows), 1), length, axis=1)
-    indices = ops.stack(
-        [ops.reshape(row_ids, (-1,)), ops.reshape(columns, (-1,))], axis=1
-    )
-    keep = ops.scatter_update(
-        ops.ones((rows, num_items), "bool"),
-        indices,
-        ops.zeros((rows * length,), "bool"),
-    )
-    return ops.scatter_update(
-        keep,
-        ops.stack([ops.arange(rows), labels], axis=1),
-        ops.ones((rows,), "bool"),
-    )
+    # Column 0 of the id mask is padding; items are columns 1..num_items.
+    seen_items = id_mask(ops.cast(seen, "int32"), num_items + 1)[:, 1:]
+    columns = ops.expand_dims(ops.arange(num_items, dtype="int32"), 0)
+    is_target = ops.equal(columns, ops.expand_dims(ops.cast(labels, "int32"), 1))
+    return ops.logical_or(ops.logical_not(seen_items), is_target)
 
 
 def _static_rank(tensor):
