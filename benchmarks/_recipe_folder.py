@@ -11,14 +11,14 @@ import argparse
 from pathlib import Path
 
 
-def parser(description: str) -> argparse.ArgumentParser:
+def parser(
+    description: str, workdir_help: str = "a recipe work folder with a finished SASRec"
+) -> argparse.ArgumentParser:
     """A command line with `--dataset`, `--data-dir`, `--workdir` and `--out`."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument(
-        "--workdir", required=True, help="a recipe work folder with a finished SASRec"
-    )
+    parser.add_argument("--workdir", required=True, help=workdir_help)
     parser.add_argument("--out", required=True, help="where to write the record")
     return parser
 

@@ -24,7 +24,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -45,13 +44,9 @@ _SCRATCH_IGNORES = ("expert_init", "expert_noise", "facet_init", "finetune_dropo
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument(
-        "--workdir", required=True, help="a folder holding the recipe's config.json"
+    parser = _recipe_folder.parser(
+        __doc__.split("\n\n")[0], "a folder holding the recipe's config.json"
     )
-    parser.add_argument("--out", required=True, help="where to write the record")
     args = parser.parse_args(argv)
     from keras_fame.provenance import source_commit
 

@@ -152,6 +152,15 @@ def load_script(path):
     return module
 
 
+def small_recipe_data():
+    """The small synthetic dataset the training and recipe-folder tests share."""
+    from keras_fame.datasets import load
+
+    return load(
+        "synthetic", num_users=150, num_items=60, min_length=8, max_length=16, seed=0
+    )
+
+
 def recipe_folder(data, folder, **fields):
     """A recipe work folder as `examples/train_sports.py` leaves it after
     SASRec's stage (`config.json`, `sasrec/`), for a small `TrainConfig` of

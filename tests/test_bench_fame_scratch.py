@@ -9,7 +9,7 @@ import pytest
 
 import keras_fame.datasets
 from keras_fame.training import TrainConfig, config_record
-from tests.reference import dropout_rates, load_script
+from tests.reference import dropout_rates, load_script, small_recipe_data
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_fame_scratch.py"
 
@@ -21,9 +21,7 @@ def bench():
 
 @pytest.fixture(scope="module")
 def data():
-    return keras_fame.datasets.load(
-        "synthetic", num_users=150, num_items=60, min_length=8, max_length=16, seed=0
-    )
+    return small_recipe_data()
 
 
 def _folder(data, folder, monkeypatch, **fields):

@@ -8,7 +8,7 @@ import pytest
 
 import keras_fame.datasets
 from keras_fame.training import TrainConfig
-from tests.reference import dropout_rates, load_script, recipe_folder
+from tests.reference import dropout_rates, load_script, recipe_folder, small_recipe_data
 
 SCRIPT = (
     Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sasrec_continued.py"
@@ -22,9 +22,7 @@ def bench():
 
 @pytest.fixture(scope="module")
 def data():
-    return keras_fame.datasets.load(
-        "synthetic", num_users=150, num_items=60, min_length=8, max_length=16, seed=0
-    )
+    return small_recipe_data()
 
 
 @pytest.fixture()

@@ -5,7 +5,6 @@ import keras
 import numpy as np
 import pytest
 
-from keras_fame.datasets import load
 from keras_fame.models import FAME, SASRec
 from keras_fame.training import (
     LATER_FIELDS,
@@ -18,14 +17,12 @@ from keras_fame.training import (
     train_sasrec,
     two_stage,
 )
-from tests.reference import dropout_rates
+from tests.reference import dropout_rates, small_recipe_data
 
 
 @pytest.fixture(scope="module")
 def data():
-    return load(
-        "synthetic", num_users=150, num_items=60, min_length=8, max_length=16, seed=0
-    )
+    return small_recipe_data()
 
 
 def _config(**overrides):
