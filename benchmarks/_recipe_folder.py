@@ -52,6 +52,19 @@ def stage_results(results: dict) -> dict:
     }
 
 
+def with_dropout(model, dropout: float, attention_dropout: float | None):
+    """A copy of `model` (same class, configuration and weights) with other
+    dropout rates: `dropout` and `attention_dropout` (None: `dropout`) as
+    the SASRec/FAME constructors take them."""
+    import keras
+
+    rates = dict(dropout=dropout, attention_dropout=attention_dropout)
+    clone = type(model).from_config({**model.get_config(), **rates})
+    clone(keras.ops.ones((1, model.max_len), "int32"))
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def redraw_router(fame, stddev: float, seed: int) -> None:
     """Draws `fame`'s router kernel (every head's `W_exp`) from a normal of
     `stddev`, seeded by `seed + 1`."""

@@ -61,8 +61,6 @@ def main(argv=None):
             "recipe's config.json there)."
         )
 
-    import keras
-
     from keras_fame import datasets
     from keras_fame.inspection import expert_usage
     from keras_fame.models import FAME
@@ -95,14 +93,9 @@ def main(argv=None):
         def carried():
             # The first stage's weights in a FAME with the fine-tuning
             # stage's dropout rates (`finetune_config` sets both).
-            rates = dict(
-                dropout=finetune.dropout,
-                attention_dropout=finetune.attention_dropout,
+            return _recipe_folder.with_dropout(
+                first, finetune.dropout, finetune.attention_dropout
             )
-            model = FAME.from_config({**first.get_config(), **rates})
-            model(keras.ops.ones((1, recipe.max_len), "int32"))
-            model.set_weights(first.get_weights())
-            return model
 
         model, results = run_stage(
             "fame-scratch-finetuned",

@@ -116,11 +116,7 @@ def main(argv=None):
         if dropout is None:
             return model
         # The same weights in a model with the stage's dropout rates.
-        rates = dict(dropout=dropout, attention_dropout=dropout)
-        clone = type(model).from_config({**model.get_config(), **rates})
-        clone(keras.ops.ones((1, config.max_len), "int32"))
-        clone.set_weights(model.get_weights())
-        return clone
+        return _recipe_folder.with_dropout(model, dropout, dropout)
 
     callbacks = [_carry_optimizer(saved)] if args.carry_optimizer else []
     stage = "sasrec-continued-carried" if args.carry_optimizer else "sasrec-continued"
