@@ -63,24 +63,15 @@ def main(argv=None):
 
     from keras_fame import datasets
     from keras_fame.inspection import expert_usage
-    from keras_fame.models import FAME
-    from keras_fame.training import config_from_record, run_stage
+    from keras_fame.training import config_from_record, run_stage, scratch_fame
 
     recipe = config_from_record(json.loads(config_path.read_text()))
     data = datasets.load(args.dataset, data_dir=args.data_dir)
 
-    def scratch():
-        return FAME(
-            data.num_items,
-            num_experts=recipe.num_experts,
-            routing_loss_weight=recipe.routing_loss_weight,
-            **recipe.model_kwargs(),
-        )
-
     try:
         first, first_results = run_stage(
             "fame-scratch",
-            scratch,
+            lambda: scratch_fame(data.num_items, recipe),
             data,
             recipe,
             workdir,

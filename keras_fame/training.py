@@ -636,11 +636,7 @@ def train_fame(
 
     def build():
         if sasrec is None:
-            return FAME(
-                dataset.num_items,
-                num_experts=config.num_experts,
-                **config.model_kwargs(),
-            )
+            return scratch_fame(dataset.num_items, config)
         return warm_start_fame(sasrec, config)
 
     return run_stage(
@@ -653,6 +649,20 @@ def train_fame(
         verbose,
         callbacks,
         strategy,
+    )
+
+
+def scratch_fame(num_items: int, config: TrainConfig):
+    """FAME from a random start, as `train_fame` builds it without a SASRec.
+
+    Every model field of `config` applies, FAME's own included (experts and
+    routing loss weight); the warm-start fields have nothing to act on.
+    """
+    return FAME(
+        num_items,
+        num_experts=config.num_experts,
+        routing_loss_weight=config.routing_loss_weight,
+        **config.model_kwargs(),
     )
 
 

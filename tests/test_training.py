@@ -14,6 +14,7 @@ from keras_fame.training import (
     config_help,
     config_record,
     parse_rate_or_none,
+    train_fame,
     train_sasrec,
     two_stage,
 )
@@ -205,6 +206,21 @@ def test_finetune_learning_rate_applies_to_fame_only(data, tmp_path):
             ValueError, match=r"`learning_rate` must be a positive number\."
         ):
             _config(learning_rate=bad)
+
+
+def test_fame_from_scratch_takes_its_own_fields(data, tmp_path):
+    # Without a SASRec, `train_fame` builds FAME from a random start: its
+    # experts and routing loss weight come from the config too (the weight
+    # was once dropped there, silently training without the routing loss).
+    config = _config(finetune_epochs=1, num_experts=3, routing_loss_weight=0.25)
+    model, _ = train_fame(data, config, tmp_path, sasrec=None, verbose=0)
+    assert isinstance(model, FAME)
+    assert (model.num_experts, model.routing_loss_weight) == (3, 0.25)
+    stage = json.loads((tmp_path / "fame" / "stage.json").read_text())
+    assert stage["routing_loss_weight"] == 0.25
+    # A finished stage reloads with the same fields.
+    again, _ = train_fame(data, config, tmp_path, sasrec=None, verbose=0)
+    assert (again.num_experts, again.routing_loss_weight) == (3, 0.25)
 
 
 @pytest.mark.parametrize(
