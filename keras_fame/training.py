@@ -106,6 +106,9 @@ class TrainConfig:
             pretrained experts FAME starts close to SASRec's scores) or
             `"random"` (the paper's). The two defaults beat the paper's init
             on all three Amazon datasets (README, Benchmarks).
+        attention_residual: whether FAME's block keeps the attention
+            sub-layer's residual and LayerNorm (default True), which the
+            paper's Eq. 7 omits; False: Eq. 7 as written (see `FAMEBlock`).
         learning_rate: Adam's rate for SASRec's pretraining.
         finetune_learning_rate: Adam's rate for FAME's fine-tuning (default
             1e-4); `None`: `learning_rate`, the paper's single rate. With 1e-4
@@ -202,6 +205,7 @@ class TrainConfig:
     expert_noise: float = 0.02
     routing_loss_weight: float = 0.0
     facet_init: str = "identity"
+    attention_residual: bool = True
     learning_rate: float = 1e-3
     finetune_learning_rate: float | None = 1e-4
     finetune_dropout: float | None = 0.3
@@ -286,6 +290,14 @@ class TrainConfig:
             changes.update(dropout=self.finetune_dropout, attention_dropout=None)
         return dataclasses.replace(self, **changes) if changes else self
 
+    def fame_kwargs(self) -> dict:
+        """FAME's own architecture arguments (beside `model_kwargs`)."""
+        return dict(
+            num_experts=self.num_experts,
+            routing_loss_weight=self.routing_loss_weight,
+            attention_residual=self.attention_residual,
+        )
+
     def model_kwargs(self) -> dict:
         return dict(
             max_len=self.max_len,
@@ -328,6 +340,7 @@ LATER_FIELDS = {
     "loss_excludes_history": False,
     "expert_noise": 0.02,
     "routing_loss_weight": 0.0,
+    "attention_residual": True,
 }
 
 
@@ -658,12 +671,7 @@ def scratch_fame(num_items: int, config: TrainConfig):
     Every model field of `config` applies, FAME's own included (experts and
     routing loss weight); the warm-start fields have nothing to act on.
     """
-    return FAME(
-        num_items,
-        num_experts=config.num_experts,
-        routing_loss_weight=config.routing_loss_weight,
-        **config.model_kwargs(),
-    )
+    return FAME(num_items, **config.fame_kwargs(), **config.model_kwargs())
 
 
 def warm_start_fame(sasrec, config: TrainConfig):
@@ -680,12 +688,11 @@ def warm_start_fame(sasrec, config: TrainConfig):
         )
     return FAME.from_sasrec(
         sasrec,
-        num_experts=config.num_experts,
         expert_init=config.expert_init,
         expert_noise=config.expert_noise,
         facet_init=config.facet_init,
-        routing_loss_weight=config.routing_loss_weight,
         seed=config.seed,
+        **config.fame_kwargs(),
         **dropout,
     )
 
@@ -701,6 +708,7 @@ FAME_FIELDS = (
     "routing_loss_weight",
     "facet_init",
     "finetune_dropout",
+    "attention_residual",
 )
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from keras_fame.layers import FAMEBlock
 from keras_fame.models import FAME, PositionEmbedding, SASRec
 from keras_fame.training import TrainConfig, warm_start_fame
 from tests.reference import (
@@ -737,3 +738,62 @@ def test_routing_loss_makes_alike_experts_route_apart():
 
     without, with_loss = entropy_after_training(0.0), entropy_after_training(1.0)
     assert with_loss < 0.5 * without
+
+
+def _layer_norm(x, layer):
+    gamma, beta = (_np(w) for w in (layer.gamma, layer.beta))
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + layer.epsilon) * gamma + beta
+
+
+def _randomize(weights, rng):
+    for weight in weights:
+        weight.assign(rng.normal(0.5, 0.5, size=weight.shape).astype("float32"))
+
+
+@pytest.mark.parametrize("attention_residual", [True, False])
+def test_fame_block_matches_numpy_reference(attention_residual):
+    # The block on top of its attention (which has its own reference in
+    # test_moe_query_attention.py): Eq. 7, after the attention sub-layer's
+    # residual and LayerNorm or (False) directly on the attention's output.
+    block = FAMEBlock(2, 3, attention_residual=attention_residual)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 5, 8)).astype("float32")
+    padding = np.array([[0, 0, 1, 1, 1], [1] * 5, [0, 0, 0, 0, 1]], bool)
+    block.build(x.shape)
+    norms = [block.ffn_norm] + ([block.attention_norm] if attention_residual else [])
+    inner, outer = block.ffn_inner, block.ffn_outer
+    _randomize([inner.bias, outer.bias] + [w for n in norms for w in n.weights], rng)
+    names = [w.path for w in block.weights]
+    assert any("attention_norm" in name for name in names) == attention_residual
+    f = _np(block.attention(x, padding_mask=padding))  # (3, 5, heads, 4)
+    z = f
+    if attention_residual:
+        z = _layer_norm(x.reshape(3, 5, 2, 4) + f, block.attention_norm)
+    hidden = np.maximum(z @ _np(inner.kernel) + _np(inner.bias), 0.0)
+    expected = _layer_norm(
+        z + hidden @ _np(outer.kernel) + _np(outer.bias), block.ffn_norm
+    )
+    states = _np(block(x, padding_mask=padding))
+    np.testing.assert_allclose(states, expected, rtol=1e-4, atol=1e-4)
+    last = _np(block(x, padding_mask=padding, last_position_only=True))
+    np.testing.assert_allclose(last, expected[:, -1:], rtol=1e-4, atol=1e-4)
+
+
+def test_attention_residual_reaches_fame_the_warm_start_and_the_config():
+    sasrec, _ = _models()
+    fame = FAME.from_sasrec(sasrec, num_experts=2, attention_residual=False)
+    assert fame.attention_residual is False
+    assert fame.fame_block.attention_residual is False
+    # One LayerNorm fewer than with the residual: the FAME block's FFN' one.
+    assert len(_layer_norms(fame)) == len(_layer_norms(sasrec)) - 1
+    config = TrainConfig(attention_residual=False).finetune_config()
+    assert warm_start_fame(sasrec, config).fame_block.attention_residual is False
+    clone = FAME.from_config(fame.get_config())
+    assert clone.fame_block.attention_residual is False
+    clone.set_weights(fame.get_weights())
+    ids, _ = _batch()
+    np.testing.assert_allclose(_np(clone.score(ids)), _np(fame.score(ids)), atol=1e-5)
+    assert FAME.from_sasrec(sasrec, num_experts=2).fame_block.attention_residual
+    with pytest.raises(ValueError, match="`attention_residual` must be True or Fal"):
+        FAME(num_items=5, attention_residual=1)

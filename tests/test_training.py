@@ -212,15 +212,23 @@ def test_fame_from_scratch_takes_its_own_fields(data, tmp_path):
     # Without a SASRec, `train_fame` builds FAME from a random start: its
     # experts and routing loss weight come from the config too (the weight
     # was once dropped there, silently training without the routing loss).
-    config = _config(finetune_epochs=1, num_experts=3, routing_loss_weight=0.25)
+    config = _config(
+        finetune_epochs=1,
+        num_experts=3,
+        routing_loss_weight=0.25,
+        attention_residual=False,
+    )
+    expected = (3, 0.25, False)
     model, _ = train_fame(data, config, tmp_path, sasrec=None, verbose=0)
     assert isinstance(model, FAME)
-    assert (model.num_experts, model.routing_loss_weight) == (3, 0.25)
+    fields = (model.num_experts, model.routing_loss_weight, model.attention_residual)
+    assert fields == expected
     stage = json.loads((tmp_path / "fame" / "stage.json").read_text())
-    assert stage["routing_loss_weight"] == 0.25
+    assert (stage["routing_loss_weight"], stage["attention_residual"]) == (0.25, False)
     # A finished stage reloads with the same fields.
     again, _ = train_fame(data, config, tmp_path, sasrec=None, verbose=0)
-    assert (again.num_experts, again.routing_loss_weight) == (3, 0.25)
+    fields = (again.num_experts, again.routing_loss_weight, again.attention_residual)
+    assert fields == expected
 
 
 @pytest.mark.parametrize(
@@ -255,6 +263,7 @@ def test_fame_from_scratch_takes_its_own_fields(data, tmp_path):
         ("weight_decay", float("inf"), "`weight_decay` must be a finite number"),
         ("weight_decay", "0.1", "`weight_decay` must be a finite number >= 0"),
         ("expert_noise", -0.01, "`expert_noise` must be a finite number >= 0"),
+        ("attention_residual", 1, "`attention_residual` must be True or False"),
         (
             "routing_loss_weight",
             -0.1,

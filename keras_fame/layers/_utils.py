@@ -62,6 +62,14 @@ def check_choice(name: str, value, choices) -> str:
     raise ValueError(f"`{name}` must be one of {choices}. Received: {name}={value!r}")
 
 
+def check_bool(name: str, value) -> bool:
+    """Returns `value` if it is True or False, or raises a ValueError naming
+    `name`."""
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+
+
 def check_heads_divide(hidden_dim: int, num_heads: int) -> None:
     if hidden_dim % num_heads:
         raise ValueError(

@@ -4,7 +4,11 @@ import keras
 from keras import ops
 
 from keras_fame.layers._block_base import AttentionBlockBase
-from keras_fame.layers._utils import check_non_negative_number, check_positive_int
+from keras_fame.layers._utils import (
+    check_bool,
+    check_non_negative_number,
+    check_positive_int,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_fame")
@@ -22,10 +26,12 @@ class FAMEBlock(AttentionBlockBase):
     ```
 
     One FFN' and one pair of LayerNorms (over `head_dim`) are shared by all
-    heads, as in the paper. The paper's Figure 2 omits the attention
-    sub-layer's residual and LayerNorm; we keep them, taking the per-head
-    slice of the block input as the residual, which mirrors the SASRec block
-    that FAME replaces and is what makes the warm start from SASRec stable.
+    heads, as in the paper. The paper's Figure 2 and Eq. 7 omit the attention
+    sub-layer's residual and LayerNorm; by default we keep them, taking the
+    per-head slice of the block input as the residual, which mirrors the
+    SASRec block that FAME replaces and is what makes the warm start from
+    SASRec stable. With `attention_residual=False` the block is Eq. 7 as
+    written: `z^(h) = f^(h)` (no residual, dropout or LayerNorm there).
 
     Args:
         num_heads: Number of heads (facets).
@@ -37,6 +43,8 @@ class FAMEBlock(AttentionBlockBase):
         kernel_initializer: Initializer of every kernel.
         routing_loss_weight: Weight of the attention's routing loss (see
             `MoEQueryAttention`; 0: none, the paper's model).
+        attention_residual: Whether the attention sub-layer has its residual
+            and LayerNorm (default True; False: Eq. 7 as written).
         **kwargs: Base layer arguments.
 
     Call arguments:
@@ -63,6 +71,7 @@ class FAMEBlock(AttentionBlockBase):
         layer_norm_epsilon: float = 1e-12,
         kernel_initializer="default",
         routing_loss_weight: float = 0.0,
+        attention_residual: bool = True,
         **kwargs,
     ):
         super().__init__(
@@ -79,6 +88,7 @@ class FAMEBlock(AttentionBlockBase):
         self.routing_loss_weight = check_non_negative_number(
             "routing_loss_weight", routing_loss_weight
         )
+        self.attention_residual = check_bool("attention_residual", attention_residual)
 
     def build(self, input_shape):
         self.head_dim = head_dim = self._head_dim(input_shape[-1])
@@ -86,8 +96,9 @@ class FAMEBlock(AttentionBlockBase):
         self.attention = self._attention(
             input_shape, self.num_experts, self.routing_loss_weight
         )
-        self.attention_dropout_layer = self._dropout()
-        self.attention_norm = self._norm(head_shape, "attention_norm")
+        if self.attention_residual:
+            self.attention_dropout_layer = self._dropout()
+            self.attention_norm = self._norm(head_shape, "attention_norm")
         self.ffn_inner = self._dense(head_dim, head_shape, "ffn_inner", self.activation)
         self.ffn_outer = self._dense(head_dim, head_shape, "ffn_outer")
         self.ffn_dropout = self._dropout()
@@ -109,11 +120,13 @@ class FAMEBlock(AttentionBlockBase):
             return_routing=True,
             last_position_only=last_position_only,
         )
-        if last_position_only:
-            x = x[:, -1:]
-        residual = ops.reshape(x, (*ops.shape(x)[:-1], self.num_heads, self.head_dim))
-        heads = self.attention_dropout_layer(heads, training=training)
-        z = self.attention_norm(residual + heads)
+        z = heads
+        if self.attention_residual:
+            if last_position_only:
+                x = x[:, -1:]
+            shape = (*ops.shape(x)[:-1], self.num_heads, self.head_dim)
+            heads = self.attention_dropout_layer(heads, training=training)
+            z = self.attention_norm(ops.reshape(x, shape) + heads)
         ffn = self.ffn_dropout(self.ffn_outer(self.ffn_inner(z)), training=training)
         states = self.ffn_norm(z + ffn)
         if return_routing:
@@ -133,4 +146,5 @@ class FAMEBlock(AttentionBlockBase):
         config = super().get_config()
         config["num_experts"] = self.num_experts
         config["routing_loss_weight"] = self.routing_loss_weight
+        config["attention_residual"] = self.attention_residual
         return config

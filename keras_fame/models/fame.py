@@ -5,6 +5,7 @@ import numpy as np
 from keras import ops
 
 from keras_fame.layers._utils import (
+    check_bool,
     check_choice,
     check_non_negative_number,
     check_positive_int,
@@ -45,6 +46,9 @@ class FAME(SequentialRecommender):
         routing_loss_weight: Weight of an auxiliary loss that rewards each
             position for routing to few experts and the batch for using all
             of them (not in the paper; 0: none). See `MoEQueryAttention`.
+        attention_residual: Whether FAME's block keeps the attention
+            sub-layer's residual and LayerNorm, which the paper's Eq. 7 omits
+            (default True; False: Eq. 7 as written); see `FAMEBlock`.
         position_anchor: Where positions are counted from: `"end"` (the
             most recent item, SASRec's convention) or `"start"` (each
             sequence's first item); see `PositionEmbedding`.
@@ -84,12 +88,14 @@ class FAME(SequentialRecommender):
         activation: str = "gelu",
         facet_activation: str = "relu",
         routing_loss_weight: float = 0.0,
+        attention_residual: bool = True,
         **kwargs,
     ):
         num_experts = check_positive_int("num_experts", num_experts)
         routing_loss_weight = check_non_negative_number(
             "routing_loss_weight", routing_loss_weight
         )
+        attention_residual = check_bool("attention_residual", attention_residual)
         super().__init__(
             num_items=num_items,
             max_len=max_len,
@@ -105,6 +111,7 @@ class FAME(SequentialRecommender):
         self.num_experts = num_experts
         self.facet_activation = facet_activation
         self.routing_loss_weight = routing_loss_weight
+        self.attention_residual = attention_residual
         self.head_dim = hidden_dim // num_heads
         self.build()
 
@@ -119,6 +126,7 @@ class FAME(SequentialRecommender):
             activation=self.facet_activation,
             layer_norm_epsilon=self.layer_norm_epsilon,
             routing_loss_weight=self.routing_loss_weight,
+            attention_residual=self.attention_residual,
             dtype=policy,
             name=f"block_{self.num_blocks - 1}",
         )
@@ -381,6 +389,7 @@ class FAME(SequentialRecommender):
                 "num_experts": self.num_experts,
                 "facet_activation": self.facet_activation,
                 "routing_loss_weight": self.routing_loss_weight,
+                "attention_residual": self.attention_residual,
             }
         )
         return config
