@@ -307,7 +307,10 @@ class FAME(SequentialRecommender):
                 scoring vector starts as the concatenated head states, as in
                 SASRec, instead of a random projection.
             **overrides: Other FAME arguments (e.g. `dropout`); the
-                architecture arguments must match SASRec's. SASRec's config
+                architecture arguments must match SASRec's. With
+                `attention_residual=False` FAME's block has no attention
+                residual, so the warm start no longer starts at SASRec's
+                scores, whatever `expert_init` and `facet_init`. SASRec's config
                 holds its resolved `attention_dropout`, so a new `dropout`
                 leaves the attention's rate as it was unless
                 `attention_dropout` is given too (`None`: the new `dropout`).
