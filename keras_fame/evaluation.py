@@ -41,6 +41,7 @@ import numpy as np
 from keras import ops
 
 from keras_fame.layers._utils import (
+    check_bool,
     check_non_negative_int,
     check_positive_int,
     id_mask,
@@ -691,12 +692,7 @@ class RankingEvaluation(keras.callbacks.Callback):
         self.run_eagerly = bool(run_eagerly)
         self.state_dir = None if state_dir is None else os.fspath(state_dir)
         self.item_chunk_size = item_chunk_size
-        if not isinstance(average_weights, bool):
-            raise ValueError(
-                "`average_weights` must be True or False. "
-                f"Received: average_weights={average_weights!r}"
-            )
-        self.average_weights = average_weights
+        self.average_weights = check_bool("average_weights", average_weights)
         self._evaluator = None
         self._reset()
 

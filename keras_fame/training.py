@@ -40,6 +40,7 @@ import keras
 from keras_fame.datasets.splits import check_row_options
 from keras_fame.evaluation import RankingEvaluation, evaluate_ranking
 from keras_fame.layers._utils import (
+    check_bool,
     check_choice,
     check_heads_divide,
     check_non_negative_int,
@@ -266,12 +267,8 @@ class TrainConfig:
         for name, choices in config_choices().items():
             setattr(self, name, check_choice(name, getattr(self, name), choices))
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if field.type == "bool" and not isinstance(value, bool):
-                raise ValueError(
-                    f"`{field.name}` must be True or False. "
-                    f"Received: {field.name}={value!r}"
-                )
+            if field.type == "bool":
+                check_bool(field.name, getattr(self, field.name))
         check_row_options(self.windows, self.prefixes, self.empty_prefix)
         check_label_smoothing(self.label_smoothing, self.softmax)
         check_loss_excludes_history(self.loss_excludes_history, self.softmax)
@@ -671,8 +668,8 @@ def train_fame(
 def scratch_fame(num_items: int, config: TrainConfig):
     """FAME from a random start, as `train_fame` builds it without a SASRec.
 
-    Every model field of `config` applies, FAME's own included (experts and
-    routing loss weight); the warm-start fields have nothing to act on.
+    Every model field of `config` applies, FAME's own included
+    (`TrainConfig.fame_kwargs`); the warm-start fields have nothing to act on.
     """
     return FAME(num_items, **config.fame_kwargs(), **config.model_kwargs())
 

@@ -9,6 +9,7 @@ from keras.src.losses.loss import scale_loss_for_distribution
 
 from keras_fame.layers._utils import (
     _MASK_VALUE,
+    check_bool,
     check_choice,
     check_epsilon,
     check_heads_divide,
@@ -123,11 +124,7 @@ def check_label_smoothing(label_smoothing, softmax: str) -> None:
 def check_loss_excludes_history(loss_excludes_history, softmax: str) -> None:
     """Raises a `ValueError` unless `loss_excludes_history` is a bool, and
     False where `softmax` is not `"full"`."""
-    if not isinstance(loss_excludes_history, bool):
-        raise ValueError(
-            "`loss_excludes_history` must be True or False. Received: "
-            f"loss_excludes_history={loss_excludes_history!r}"
-        )
+    check_bool("loss_excludes_history", loss_excludes_history)
     if loss_excludes_history and softmax != "full":
         raise ValueError(
             "`loss_excludes_history` needs softmax='full' (it removes items "
