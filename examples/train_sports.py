@@ -9,7 +9,8 @@ to the paper's Table 2. Results go to `benchmarks/results/<dataset>-<model>.json
 (`--results-dir`). The paper's exact recipe: `--no-prefixes --expert-init
 random --facet-init random --finetune-learning-rate 0.001 --finetune-dropout
 none --results-dir benchmarks/results/paper-recipe --workdir
-runs/paper-recipe/<dataset>`.
+runs/paper-recipe/<dataset>`; those records keep the attention residual in
+FAME's block, and `--no-attention-residual` builds Eq. 7 as written.
 
     python examples/train_sports.py                       # Sports, download
     python examples/train_sports.py --data-dir ../shared/datasets/amazon
