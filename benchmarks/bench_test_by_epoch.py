@@ -76,6 +76,14 @@ def main(argv=None):
                 f"--patience must be a non-negative integer. Received: {args.patience}"
             )
         recipe = dataclasses.replace(recipe, patience=args.patience)
+    if recipe.ema_momentum is not None:
+        # RankingEvaluation would score the averaged weights and this script's
+        # test ranking the raw ones: the rows would not match.
+        raise SystemExit(
+            f"{config_path}: ema_momentum={recipe.ema_momentum}; this benchmark "
+            "ranks the raw weights each epoch and supports recipes without "
+            "weight averaging only."
+        )
     config = recipe.finetune_config()  # as `keras_fame.training.train_fame`
     data = datasets.load(args.dataset, data_dir=args.data_dir)
     paper = _paper_row(args.dataset)
@@ -107,7 +115,8 @@ def main(argv=None):
             callbacks=[test_log],
         )
     except ValueError as error:
-        raise SystemExit(f"--patience {config.patience}: {error}") from None
+        given = "" if args.patience is None else f"--patience {args.patience}: "
+        raise SystemExit(f"{given}{error}") from None
 
     history = json.loads((stage_dir / "history.json").read_text())
     tests = json.loads((stage_dir / "test_by_epoch.json").read_text())

@@ -85,7 +85,7 @@ def test_reruns_the_recipes_fame_stage_and_ranks_test_each_epoch(
     assert record["paper_test"] is None and record["patience"] == 5
     # A rerun reuses the finished stage; another patience is refused.
     assert bench.main(args)["epochs"] == record["epochs"]
-    with pytest.raises(SystemExit, match=r"--patience 2: .*differs in \['patience'\]"):
+    with pytest.raises(SystemExit, match=r"^--patience 2: .*differs in \['patience'\]"):
         bench.main([*args, "--patience", "2"])
     with pytest.raises(SystemExit, match="--patience must be a non-negative"):
         bench.main([*args, "--patience", "-1"])
@@ -124,6 +124,46 @@ def test_paper_row(bench):
         "NDCG@5": 0.0603, "NDCG@10": 0.0681, "NDCG@20": 0.0759,
     }  # fmt: skip
     assert bench._paper_row("synthetic") is None
+
+
+def test_resumed_epochs_replace_their_rows(bench, tmp_path):
+    import numpy as np
+    from keras import ops
+
+    class Popularity:  # ranks item 1 first, then 2, ...
+        num_items = 4
+
+        def score(self, item_ids):
+            pop = ops.convert_to_tensor([-1e9, 4.0, 3.0, 2.0, 1.0])
+            return ops.zeros_like(item_ids[:, :1], "float32") + pop
+
+    data = [({"item_ids": np.array([[0, 3], [0, 4]])}, np.array([1, 2]))]
+    path = tmp_path / "test_by_epoch.json"
+    # An interrupted run had logged epochs 0-2; the resumed one reruns epoch 1.
+    old = [{"epoch": e, "HR@5": -1.0} for e in range(3)]
+    path.write_text(json.dumps(old))
+    callback = bench.test_each_epoch(data, path)
+    callback.set_model(Popularity())
+    callback.on_epoch_end(1)
+    rows = json.loads(path.read_text())
+    assert [row["epoch"] for row in rows] == [0, 1]
+    assert rows[0] == old[0]
+    # The targets rank 1st and 2nd (the histories, items 3 and 4, score lower).
+    assert rows[1]["HR@5"] == 1.0 and rows[1]["HR@10"] == 1.0
+    assert rows[1]["MRR"] == pytest.approx((1 + 1 / 2) / 2)
+
+
+def test_refuses_weight_averaging(bench, tmp_path):
+    from keras_fame.training import TrainConfig, config_record
+
+    record = config_record(TrainConfig(ema_momentum=0.99))
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    (tmp_path / "sasrec").mkdir()
+    (tmp_path / "sasrec" / "model.keras").write_text("")
+    with pytest.raises(SystemExit, match="ema_momentum=0.99; this benchmark"):
+        bench.main(
+            ["--dataset", "toys", "--workdir", str(tmp_path), "--out", "x.json"]
+        )  # fmt: skip
 
 
 def test_missing_folder(bench, tmp_path):
