@@ -119,7 +119,7 @@ def main(argv=None):
         raise SystemExit(f"{given}{error}") from None
 
     history = json.loads((stage_dir / "history.json").read_text())
-    tests = json.loads((stage_dir / "test_by_epoch.json").read_text())
+    tests = test_log.entries  # as written to test_by_epoch.json (or read back)
     record = {
         "dataset": args.dataset,
         "model": "fame",
