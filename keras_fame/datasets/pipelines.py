@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_fame.datasets.splits import check_id_range
-from keras_fame.layers._utils import check_positive_int
+from keras_fame.layers._utils import check_non_negative_int, check_positive_int
 
 
 def make_train_dataset(
@@ -28,6 +28,11 @@ def make_train_dataset(
     count_targets: bool = False,
 ) -> tf.data.Dataset:
     """Builds the training pipeline `(item_ids, next_item_ids)`.
+
+    The rows are reshuffled at every iteration of the returned dataset; for
+    an order that depends only on the seed and the epoch number (so that a
+    resumed run sees the epochs an uninterrupted one sees), use
+    `TrainPipeline(...).epoch(n)`.
 
     Args:
         inputs: int array `(rows, max_len)` of left-padded item ids.
@@ -50,8 +55,7 @@ def make_train_dataset(
             padding in every row). No item is dropped; the models' outputs
             at real positions do not depend on the amount of left padding,
             so the loss of each row is unchanged, and an epoch costs far
-            less on short-history data (Amazon: about 8 items per user,
-            `max_len` 50).
+            less on short-history data.
         bucket_window: batches per sorting window (bucketing only).
         count_targets: yield `({"item_ids": item_ids, "num_targets": n},
             next_item_ids)` where `n` int32 `(batch,)` repeats the number of
@@ -73,9 +77,190 @@ def make_train_dataset(
     >>> [a.shape for a in next(iter(ds))]
     [TensorShape([1, 3]), TensorShape([1, 3])]
     """
-    batch_size = check_positive_int("batch_size", batch_size)
-    inputs = np.asarray(inputs)
-    targets = np.asarray(targets)
+    pipeline = TrainPipeline(
+        inputs,
+        targets,
+        num_items,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        drop_remainder=drop_remainder,
+        bucket=bucket,
+        bucket_window=bucket_window,
+        count_targets=count_targets,
+    )
+    return pipeline.dataset()
+
+
+class TrainPipeline:
+    """Training rows held once, served as `tf.data` pipelines epoch by epoch.
+
+    `epoch(n)` is epoch `n`'s batches in an order that depends only on
+    `seed` and `n`, not on how often the pipeline was iterated before, so a
+    run that is stopped and resumed at epoch `n` (or at one of its batches,
+    `skip_batches`) trains on exactly the batches an uninterrupted run trains
+    on. `dataset()` is one dataset reshuffled at every iteration (what
+    `make_train_dataset` returns).
+
+    Args:
+        inputs, targets, num_items, batch_size, shuffle, seed,
+            drop_remainder, bucket, bucket_window, count_targets: as for
+            `make_train_dataset`.
+
+    Example:
+    >>> import numpy as np
+    >>> x = np.array([[0, 1], [1, 2], [2, 3]], dtype="int32")
+    >>> pipeline = TrainPipeline(x, np.array([2, 3, 4]), num_items=4, batch_size=2)
+    >>> pipeline.num_batches
+    2
+    >>> [int(y.shape[0]) for _, y in pipeline.epoch(0)]
+    [2, 1]
+    >>> [int(y.shape[0]) for _, y in pipeline.epoch(0, skip_batches=1)]
+    [1]
+    """
+
+    def __init__(
+        self,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        num_items: int,
+        batch_size: int = 256,
+        shuffle: bool = True,
+        seed: int | None = 0,
+        drop_remainder: bool = False,
+        bucket: bool = False,
+        bucket_window: int = 32,
+        count_targets: bool = False,
+    ):
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.bucket_window = check_positive_int("bucket_window", bucket_window)
+        inputs = np.asarray(inputs)
+        targets = np.asarray(targets)
+        _check_train_rows(inputs, targets, num_items)
+        self.one_per_row = targets.ndim == 1
+        self.shuffle = bool(shuffle)
+        self.seed = seed
+        self.drop_remainder = bool(drop_remainder)
+        self.bucket = bool(bucket)
+        self.count_targets = bool(count_targets)
+        self.num_rows = len(inputs)
+        self.max_len = inputs.shape[1]
+        self._lengths = np.count_nonzero(inputs, axis=1).astype(np.int64)
+        self._x = tf.constant(inputs.astype(np.int32))
+        self._y = tf.constant(targets.astype(np.int32))
+        self._tf_lengths = tf.constant(self._lengths)
+
+    @property
+    def num_batches(self) -> int:
+        """Batches per epoch."""
+        if self.drop_remainder:
+            return self.num_rows // self.batch_size
+        return -(-self.num_rows // self.batch_size)
+
+    def _gather(self, index):
+        if not self.bucket:
+            return tf.gather(self._x, index), tf.gather(self._y, index)
+        width = tf.reduce_max(tf.gather(self._tf_lengths, index))
+        width = tf.cast(tf.maximum(width, 1), tf.int32)
+        batch_y = tf.gather(self._y, index)
+        if not self.one_per_row:
+            batch_y = batch_y[:, self.max_len - width :]
+        return tf.gather(self._x, index)[:, self.max_len - width :], batch_y
+
+    def _finish(self, rows):
+        dataset = rows.map(
+            self._gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
+        if self.count_targets:
+            dataset = dataset.map(_with_target_count)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """Epoch `epoch`'s batches as arrays of row indices, in order.
+
+        The order is a function of `seed` and `epoch` only (NumPy's
+        `default_rng([seed, epoch])`); with `bucket`, rows are sorted by
+        length inside windows of `bucket_window` batches and the batches of
+        each window are shuffled.
+        """
+        epoch = _check_epoch(epoch)
+        rng = np.random.default_rng(None if self.seed is None else [self.seed, epoch])
+        order = (
+            rng.permutation(self.num_rows) if self.shuffle else np.arange(self.num_rows)
+        )
+        size = self.batch_size
+        if self.bucket:
+            window = size * self.bucket_window
+            order = np.concatenate(
+                [
+                    part[np.argsort(self._lengths[part], kind="stable")]
+                    for part in np.split(order, range(window, self.num_rows, window))
+                ]
+            )
+        batches = np.split(order, range(size, self.num_rows, size))
+        if self.drop_remainder and len(batches[-1]) < size:
+            batches = batches[:-1]
+        if self.bucket and self.shuffle:
+            groups = range(0, len(batches), self.bucket_window)
+            batches = [
+                batches[start + k]
+                for start in groups
+                for k in rng.permutation(min(self.bucket_window, len(batches) - start))
+            ]
+        return batches
+
+    def epoch(self, epoch: int, skip_batches: int = 0) -> tf.data.Dataset:
+        """Epoch `epoch`'s batches (see `epoch_batches`), from batch
+        `skip_batches` on; the same `(features, targets)` elements as
+        `dataset()`."""
+        batches = self.epoch_batches(epoch)
+        skip_batches = check_non_negative_int("skip_batches", skip_batches)
+        if skip_batches > len(batches):
+            raise ValueError(
+                f"`skip_batches` must be at most the epoch's {len(batches)} "
+                f"batches. Received: skip_batches={skip_batches}"
+            )
+        batches = batches[skip_batches:]
+        sizes = np.asarray([len(b) for b in batches], dtype=np.int64)
+        flat = np.concatenate(batches) if batches else np.zeros(0, np.int64)
+        ragged = tf.RaggedTensor.from_row_lengths(
+            tf.constant(flat, tf.int64), tf.constant(sizes)
+        )
+        rows = tf.data.Dataset.range(len(batches)).map(lambda i: ragged[i])
+        return self._finish(rows)
+
+    def dataset(self) -> tf.data.Dataset:
+        """One dataset whose every iteration is a new shuffle (seeded: the
+        same seed gives the same sequence of epochs)."""
+        seed, size = self.seed, self.batch_size
+        rows = tf.data.Dataset.range(self.num_rows)
+        if self.shuffle:
+            rows = rows.shuffle(self.num_rows, seed=seed, reshuffle_each_iteration=True)
+        if not self.bucket:
+            return self._finish(rows.batch(size, drop_remainder=self.drop_remainder))
+        lengths = self._tf_lengths
+
+        def sort_window(index):
+            return tf.gather(index, tf.argsort(tf.gather(lengths, index), stable=True))
+
+        rows = rows.batch(size * self.bucket_window).map(sort_window)
+        rows = rows.unbatch().batch(size, drop_remainder=self.drop_remainder)
+        if self.shuffle:
+            batch_seed = None if seed is None else seed + 1
+            rows = rows.shuffle(
+                self.bucket_window, seed=batch_seed, reshuffle_each_iteration=True
+            )
+        # unbatch() loses the cardinality; state it so Keras knows the epoch
+        # length.
+        rows = rows.apply(tf.data.experimental.assert_cardinality(self.num_batches))
+        return self._finish(rows)
+
+
+def _check_epoch(epoch) -> int:
+    return check_non_negative_int("epoch", epoch)
+
+
+def _check_train_rows(inputs: np.ndarray, targets: np.ndarray, num_items: int) -> None:
     one_per_row = targets.ndim == 1
     if inputs.ndim != 2 or (
         targets.shape != (inputs.shape if not one_per_row else inputs.shape[:1])
@@ -111,57 +296,6 @@ def make_train_dataset(
             f"`targets` holds item {int(targets[where])} at padding position {where}; "
             "padding positions must have target 0"
         )
-    x = tf.constant(inputs.astype(np.int32))
-    y = tf.constant(targets.astype(np.int32))
-
-    def finish(dataset):
-        if count_targets:
-            dataset = dataset.map(_with_target_count)
-        return dataset.prefetch(tf.data.AUTOTUNE)
-
-    rows = tf.data.Dataset.range(len(inputs))
-    if shuffle:
-        rows = rows.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
-    if not bucket:
-        rows = rows.batch(batch_size, drop_remainder=drop_remainder)
-        dataset = rows.map(
-            lambda index: (tf.gather(x, index), tf.gather(y, index)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-        return finish(dataset)
-
-    bucket_window = check_positive_int("bucket_window", bucket_window)
-    lengths = tf.constant(np.count_nonzero(inputs, axis=1).astype(np.int64))
-    max_len = inputs.shape[1]
-
-    def sort_window(index):
-        return tf.gather(index, tf.argsort(tf.gather(lengths, index), stable=True))
-
-    def gather_and_trim(index):
-        width = tf.reduce_max(tf.gather(lengths, index))
-        width = tf.cast(tf.maximum(width, 1), tf.int32)
-        batch_y = tf.gather(y, index)
-        if not one_per_row:
-            batch_y = batch_y[:, max_len - width :]
-        return tf.gather(x, index)[:, max_len - width :], batch_y
-
-    rows = rows.batch(batch_size * bucket_window).map(sort_window, deterministic=True)
-    rows = rows.unbatch().batch(batch_size, drop_remainder=drop_remainder)
-    if shuffle:
-        batch_seed = None if seed is None else seed + 1
-        rows = rows.shuffle(
-            bucket_window, seed=batch_seed, reshuffle_each_iteration=True
-        )
-    dataset = rows.map(
-        gather_and_trim, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
-    # unbatch() loses the cardinality; state it so Keras knows the epoch length.
-    batches = (
-        len(inputs) // batch_size if drop_remainder else -(-len(inputs) // batch_size)
-    )
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
-    return finish(dataset)
 
 
 def _with_target_count(item_ids, next_item_ids):
