@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -277,6 +278,37 @@ class SequenceDataset:
             "min_length": int(lengths.min()),
             "median_length": float(np.median(lengths)),
             "max_length": int(lengths.max()),
+        }
+
+    def fingerprint(self) -> dict:
+        """What identifies this data: counts and SHA-256 hashes.
+
+        A work folder records it and refuses other data (see
+        `keras_fame.training`).
+
+        Returns:
+            A dict: `users`, `items`, `actions`, `sequences` (a hash of every
+            user's model-id sequence, in order) and `vocabulary` (a hash of
+            the original item ids, as text, in model-id order).
+
+        Example:
+        >>> a = SequenceDataset([[1, 2, 3], [2, 3]]).fingerprint()
+        >>> b = SequenceDataset([[1, 2, 3], [3, 2]]).fingerprint()
+        >>> a["actions"], a["sequences"] == b["sequences"]
+        (5, False)
+        """
+        sequences = hashlib.sha256()
+        sequences.update(np.ascontiguousarray(self._offsets, dtype="<i8").tobytes())
+        sequences.update(np.ascontiguousarray(self._items, dtype="<i4").tobytes())
+        vocabulary = hashlib.sha256()
+        for original in self.vocabulary.item_ids.tolist():
+            vocabulary.update(str(original).encode("utf-8") + b"\n")
+        return {
+            "users": self.num_users,
+            "items": self.num_items,
+            "actions": self.num_actions,
+            "sequences": sequences.hexdigest(),
+            "vocabulary": vocabulary.hexdigest(),
         }
 
     def save_vocabulary(self, path: str | os.PathLike) -> None:
