@@ -8,21 +8,35 @@ Layout of a work directory (`workdir`):
 ```
 workdir/
   config.json                   the TrainConfig of the run
+  data.json                     the fingerprint of its data (SequenceDataset.fingerprint)
   sasrec/  fame/                one folder per stage:
-    stage.json                  the stage's TrainConfig and epoch budget
-    backup/                     BackupAndRestore state (deleted when done)
-    eval_state/                 early-stopping state (best epoch, weights)
+    stage.json                  the stage's TrainConfig, epoch budget and data fingerprint
+    checkpoint/                 the newest checkpoint (removed once the stage is done)
     logs/                       TensorBoard event files
     history.json                per-epoch validation metrics
     model.keras                 the best model of the stage
     results.json                valid/test metrics of the best model
 ```
 
-A rerun with the same `workdir` resumes: a finished stage is loaded from
-its `model.keras`, an interrupted one continues from its last backup (taken
-every `backup_every` steps and at every epoch end), keeping its early-stopping
-state. A stage rerun with another configuration (say another learning rate)
-is refused, finished or not.
+What a work folder guarantees:
+
+- **Exact resume.** A stage writes a checkpoint every `backup_every` steps
+  and after every epoch's evaluation, atomically (a temporary file, then a
+  rename; the previous checkpoint stays until the new one is complete). A
+  run stopped at any moment, even while writing, and rerun with the same
+  command continues at the checkpoint's batch with that epoch's shuffle and
+  the saved random states, and ends with the weights and metrics of an
+  uninterrupted run with the same seed; the batches trained after the last
+  checkpoint are trained again, each epoch counts once.
+- **It knows its data and configuration.** A rerun with another
+  configuration (say another learning rate) or other data (another
+  fingerprint: users, items, actions, sequences or vocabulary) is refused,
+  finished or not, naming both.
+- **It refuses what is partial or damaged**: a finished stage without its
+  model, a stage folder without `stage.json`, an unreadable JSON file,
+  model or checkpoint, or the unfinished state of an earlier version, each
+  named with how to start over. A finished stage is loaded from its
+  `model.keras`.
 """
 
 from __future__ import annotations
@@ -31,6 +45,7 @@ import dataclasses
 import json
 import numbers
 import os
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -449,14 +464,26 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
 
 
 def _train_pipeline(dataset, config: TrainConfig, count_targets: bool = False):
-    return dataset.train_dataset(
-        batch_size=config.batch_size,
-        max_len=config.max_len,
-        shuffle=True,
-        seed=config.seed,
-        windows=config.windows,
+    """The stage's `TrainPipeline`: epoch `n`'s batches depend only on the
+    seed and `n`, so a resumed stage trains on what an uninterrupted one
+    trains on."""
+    from keras_fame.datasets.pipelines import TrainPipeline
+
+    inputs, targets = dataset.train_arrays(
+        config.max_len,
+        config.windows,
         prefixes=config.prefixes,
         empty_prefix=config.empty_prefix,
+    )
+    if config.prefixes:
+        targets = targets[:, -1]
+    return TrainPipeline(
+        inputs,
+        targets,
+        dataset.num_items,
+        batch_size=config.batch_size,
+        shuffle=True,
+        seed=config.seed,
         bucket=config.bucket,
         count_targets=count_targets,
     )
@@ -475,14 +502,50 @@ def target_counts(dataset, config: TrainConfig):
     return np.bincount(targets[targets > 0], minlength=dataset.num_items + 1)
 
 
+def _temporary(path: Path) -> Path:
+    # Each writer has a temporary file of its own: the workers of a
+    # multi-worker cluster claim the same `config.json` at the same time, and
+    # with one shared temporary name the second rename found it gone.
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+
+
 def _write_json(path: Path, value) -> None:
-    """Writes `value` to `path` atomically. Each call writes its own temporary
-    file: the workers of a multi-worker cluster claim the same `config.json`
-    at the same time, and with one shared temporary name the second rename
-    found it gone, that worker died and the others waited for it forever."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    """Writes `value` to `path` atomically (a temporary file, then a rename)."""
+    tmp = _temporary(path)
     try:
         tmp.write_text(json.dumps(value, indent=2, default=float) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_json(path: Path, folder: Path):
+    """`path`'s JSON value, or a `ValueError` naming the file."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path} is not valid JSON ({error}); the work folder is damaged: "
+            f"delete {folder} to start over."
+        ) from None
+
+
+def _load_model(path: Path, folder: Path):
+    try:
+        return keras.saving.load_model(path)
+    except Exception as error:
+        raise ValueError(
+            f"could not load the model {path} ({type(error).__name__}: {error}); "
+            f"the file is damaged or was written by another version: delete "
+            f"{folder} to rerun the stage."
+        ) from None
+
+
+def _save_model(model, path: Path) -> None:
+    """Saves `model` to `path` atomically (Keras needs the `.keras` ending)."""
+    tmp = _temporary(path).with_suffix(".tmp.keras")
+    try:
+        model.save(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -497,7 +560,19 @@ def fit_stage(
     verbose: int = 1,
     extra_callbacks=(),
 ):
-    """Trains one model with validation early stopping, resumable.
+    """Trains one model with validation early stopping, resumable exactly.
+
+    Epoch `n` trains on batches whose order depends only on `config.seed`
+    and `n` (`keras_fame.datasets.pipelines.TrainPipeline`). Every
+    `config.backup_every` steps and after every epoch's evaluation the stage
+    writes a checkpoint to `stage_dir/checkpoint`: the model's variables
+    (weights and dropout/sampler random states), the optimizer's, the
+    position in the epoch, the early-stopping state and the epoch times, in
+    one file written atomically (the previous checkpoint is removed only
+    once the new one is complete). A rerun after an interruption continues
+    at the checkpoint's batch, so it ends with the weights and metrics of an
+    uninterrupted run. Each epoch is one `model.fit` call; `extra_callbacks`
+    still see one `on_train_begin` and one `on_train_end` for the stage.
 
     Args:
         model: A `SASRec` or `FAME`.
@@ -513,6 +588,10 @@ def fit_stage(
         training time per epoch, evaluation excluded), `seconds_to_best`,
         `history` (validation metrics per epoch). The model holds the best
         weights.
+
+    Raises:
+        ValueError: the checkpoint in `stage_dir` is damaged or belongs to
+            another model.
     """
     stage_dir = Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
@@ -526,30 +605,8 @@ def fit_stage(
     if decay:
         optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY))
     model.compile(optimizer=optimizer)
-    # Build the optimizer's slots now, so that BackupAndRestore can load them.
+    # Build the optimizer's slots now, so that a checkpoint can restore them.
     model.optimizer.build(model.trainable_variables)
-    valid = dataset.eval_dataset("valid", config.eval_batch_size, config.max_len)
-    ranking = RankingEvaluation(
-        valid,
-        monitor="NDCG@20",
-        patience=config.patience,
-        restore_best_weights=True,
-        verbose=1 if verbose else 0,
-        state_dir=stage_dir / "eval_state",
-        item_chunk_size=config.eval_item_chunk_size,
-    )
-    timer = _EpochTimer(stage_dir / "epoch_times.json")
-    callbacks = [
-        timer,
-        ranking,
-        keras.callbacks.BackupAndRestore(
-            str(stage_dir / "backup"),
-            save_freq=config.backup_every,
-            delete_checkpoint=True,
-        ),
-        keras.callbacks.TensorBoard(str(stage_dir / "logs"), update_freq="epoch"),
-        *extra_callbacks,
-    ]
     strategy = getattr(model, "distribute_strategy", None)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     if averaging and replicas > 1:
@@ -558,13 +615,75 @@ def fit_stage(
             f"replicas ({replicas} in the model's strategy); use one device or "
             "ema_momentum=None."
         )
-    model.fit(
-        _train_pipeline(dataset, config, count_targets=replicas > 1),
-        epochs=epochs,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,  # the pipeline shuffles (seeded)
+    valid = dataset.eval_dataset("valid", config.eval_batch_size, config.max_len)
+    ranking = RankingEvaluation(
+        valid,
+        monitor="NDCG@20",
+        patience=config.patience,
+        restore_best_weights=True,
+        verbose=1 if verbose else 0,
+        item_chunk_size=config.eval_item_chunk_size,
     )
+    pipeline = _train_pipeline(dataset, config, count_targets=replicas > 1)
+    checkpoints = _Checkpoints(stage_dir / "checkpoint", model)
+    state = checkpoints.restore()
+    if state is None and (stage_dir / "logs").exists():
+        # Events of a run stopped before its first checkpoint.
+        shutil.rmtree(stage_dir / "logs")
+    state = state or {"epoch": 0, "step": 0, "done": False, "times": [], "elapsed": 0}
+    timer = _EpochTimer(state)
+    writer = _CheckpointWriter(
+        checkpoints,
+        ranking,
+        timer,
+        state,
+        epochs,
+        pipeline.num_batches,
+        config.backup_every,
+    )
+    callbacks = _StageCallbacks(
+        [
+            timer,
+            ranking,
+            keras.callbacks.TensorBoard(str(stage_dir / "logs"), update_freq="epoch"),
+            *extra_callbacks,
+            writer,
+        ],
+        add_history=True,
+        add_progbar=verbose != 0,
+        verbose=verbose,
+        epochs=epochs,
+        steps=pipeline.num_batches,
+        model=model,
+    )
+    callbacks.begin()
+    if "ranking" in state:
+        ranking.best = state["ranking"]["best"]
+        ranking.best_epoch = state["ranking"]["best_epoch"]
+        ranking.stopped_epoch = state["ranking"]["stopped_epoch"]
+        ranking.history = state["ranking"]["history"]
+        ranking.best_weights = checkpoints.best_weights(state)
+    epoch, step, done = state["epoch"], state["step"], state["done"]
+    # Keras applies the averaged weights at the end of every `fit`: here once,
+    # at the end of the stage, as one `fit` over all epochs would.
+    finalize = model.optimizer.finalize_variable_values
+    model.optimizer.finalize_variable_values = lambda variables: None
+    try:
+        while not done and epoch < epochs:
+            model.fit(
+                pipeline.epoch(epoch, skip_batches=step),
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                callbacks=callbacks,
+                verbose=verbose,
+                shuffle=False,  # the pipeline shuffles (seeded)
+            )
+            done = writer.done
+            epoch, step = epoch + 1, 0
+    finally:
+        del model.optimizer.finalize_variable_values
+    finalize(model.trainable_weights)
+    callbacks.end()
     history = ranking.history
     _write_json(stage_dir / "history.json", history)
     times = timer.times
@@ -581,22 +700,217 @@ def fit_stage(
     }
 
 
+class _StageCallbacks(keras.callbacks.CallbackList):
+    """A stage's callbacks across its one-epoch `fit` calls: `fit`'s own
+    train begin and end are ignored; `begin()` and `end()` run them once."""
+
+    def on_train_begin(self, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+    def begin(self):
+        super().on_train_begin()
+
+    def end(self):
+        super().on_train_end()
+
+
 class _EpochTimer(keras.callbacks.Callback):
     """Training time per epoch (evaluation excluded), kept across resumes."""
 
-    def __init__(self, path: Path):
+    def __init__(self, state: dict):
         super().__init__()
-        self.path = path
-        self.times = json.loads(path.read_text()) if path.exists() else []
+        self.times = list(state["times"])
+        self._resumed = (state["epoch"], state["elapsed"]) if state["step"] else None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        carry = 0.0
+        if self._resumed is not None and self._resumed[0] == epoch:
+            carry = self._resumed[1]
+        self._start = time.perf_counter() - carry
         del self.times[epoch:]
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._start
 
     def on_epoch_end(self, epoch, logs=None):
         # Runs first among the callbacks: evaluation is not counted.
-        self.times.append(time.perf_counter() - self._start)
-        _write_json(self.path, self.times)
+        self.times.append(self.elapsed())
+
+
+class _CheckpointWriter(keras.callbacks.Callback):
+    """Writes the stage's checkpoints: every `every` steps of an epoch and
+    after each epoch's evaluation (it runs last among the callbacks)."""
+
+    def __init__(self, checkpoints, ranking, timer, state, epochs, steps, every):
+        super().__init__()
+        self.checkpoints, self.ranking, self.timer = checkpoints, ranking, timer
+        self.epochs, self.steps, self.every = epochs, steps, every
+        self._resumed = (state["epoch"], state["step"])
+        self.done = state["done"]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        resumed_epoch, resumed_step = self._resumed
+        self.offset = resumed_step if epoch == resumed_epoch else 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.offset + batch + 1
+        if step % self.every == 0 and step < self.steps:
+            self._write(self.epoch, step, False, self.timer.elapsed())
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.done = bool(self.model.stop_training) or epoch + 1 >= self.epochs
+        self._write(epoch + 1, 0, self.done, 0.0)
+
+    def _write(self, epoch, step, done, elapsed):
+        ranking = self.ranking
+        self.checkpoints.write(
+            {
+                "epoch": epoch,
+                "step": step,
+                "done": done,
+                "times": self.timer.times,
+                "elapsed": elapsed,
+                "ranking": {
+                    "best": ranking.best,
+                    "best_epoch": ranking.best_epoch,
+                    "stopped_epoch": ranking.stopped_epoch,
+                    "history": ranking.history,
+                },
+            },
+            ranking.best_weights,
+        )
+
+
+class _Checkpoints:
+    """A stage's checkpoints in `folder`: `state-N.npz` (the newest N is the
+    one that counts) and the best weights it names, `best-E.npz`.
+
+    A state file holds the model's variables (weights and random states),
+    the optimizer's variables and a JSON `meta` entry; every file is written
+    to a temporary name first and renamed when complete.
+    """
+
+    def __init__(self, folder: Path, model):
+        self.folder = Path(folder)
+        self.model = model
+
+    def _states(self) -> list[Path]:
+        if not self.folder.exists():
+            return []
+        return sorted(self.folder.glob("state-*.npz"))
+
+    def _variables(self):
+        return [*self.model.variables, *self.model.optimizer.variables]
+
+    def write(self, meta: dict, best_weights) -> None:
+        import numpy as np
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        states = self._states()
+        number = int(states[-1].stem.split("-")[1]) + 1 if states else 0
+        best_epoch = meta["ranking"]["best_epoch"]
+        meta["best_file"] = None
+        if best_weights is not None and best_epoch is not None:
+            best = self.folder / f"best-{best_epoch:06d}.npz"
+            meta["best_file"] = best.name
+            if not best.exists():
+                _save_arrays(best, {f"w{i}": w for i, w in enumerate(best_weights)})
+        variables = self._variables()
+        arrays = {
+            f"v{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(variables)
+        }
+        meta = {"version": CHECKPOINT_VERSION, "variables": len(variables), **meta}
+        arrays["meta"] = np.asarray(json.dumps(meta, default=float))
+        _save_arrays(self.folder / f"state-{number:08d}.npz", arrays)
+        # The new checkpoint is complete: the older ones can go.
+        for path in states:
+            path.unlink(missing_ok=True)
+        for path in self.folder.glob("best-*.npz"):
+            if path.name != meta["best_file"]:
+                path.unlink(missing_ok=True)
+        for path in self.folder.glob(".*.tmp"):
+            path.unlink(missing_ok=True)
+
+    def restore(self) -> dict | None:
+        """Sets the model's and optimizer's variables from the newest
+        checkpoint and returns its `meta`; `None` without a checkpoint."""
+        states = self._states()
+        if not states:
+            return None
+        path = states[-1]
+        arrays = _load_arrays(path, self.folder)
+        meta = json.loads(str(arrays.pop("meta")))
+        variables = self._variables()
+        if (
+            meta.get("version") != CHECKPOINT_VERSION
+            or meta["variables"] != len(variables)
+            or len(arrays) != len(variables)
+        ):
+            raise ValueError(
+                f"{path} is a checkpoint of another model or keras-fame version "
+                f"({meta.get('variables')} variables, this model has "
+                f"{len(variables)}); delete {self.folder.parent} to start the "
+                "stage over."
+            )
+        for i, variable in enumerate(variables):
+            value = arrays[f"v{i}"]
+            if tuple(value.shape) != tuple(variable.shape):
+                raise ValueError(
+                    f"{path}: variable {i} ({variable.path}) has shape "
+                    f"{value.shape} in the checkpoint and {tuple(variable.shape)} "
+                    f"in the model; delete {self.folder.parent} to start the stage "
+                    "over."
+                )
+            variable.assign(value)
+        return meta
+
+    def best_weights(self, meta: dict):
+        """The best weights that `meta` names (a list, `model.get_weights()`
+        order), or `None`."""
+        if meta.get("best_file") is None:
+            return None
+        path = self.folder / meta["best_file"]
+        if not path.exists():
+            raise ValueError(
+                f"{path} is missing: the checkpoint {self.folder} names it as its "
+                f"best weights; delete {self.folder.parent} to start the stage over."
+            )
+        arrays = _load_arrays(path, self.folder)
+        return [arrays[f"w{i}"] for i in range(len(arrays))]
+
+
+CHECKPOINT_VERSION = 1
+
+
+def _save_arrays(path: Path, arrays: dict) -> None:
+    import numpy as np
+
+    tmp = _temporary(path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_arrays(path: Path, folder: Path) -> dict:
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except Exception as error:
+        raise ValueError(
+            f"could not read the checkpoint {path} ({type(error).__name__}: "
+            f"{error}); delete {folder.parent} to start the stage over."
+        ) from None
 
 
 def evaluate_splits(model, dataset, config: TrainConfig) -> dict:
@@ -771,15 +1085,20 @@ def run_stage(
         for k, v in config_record(config).items()
         if k not in {*_STAGE_BUDGETS, *ignore}
     }
-    _check_stage(stage_dir, {**stage, "epochs": epochs})
+    _check_stage(stage_dir, {**stage, "epochs": epochs}, dataset.fingerprint())
     model_path = stage_dir / "model.keras"
     results_path = stage_dir / "results.json"
     with strategy.scope():
-        if model_path.exists() and results_path.exists():
+        if results_path.exists():
+            results = _read_json(results_path, stage_dir)
+            if not model_path.exists():
+                raise ValueError(
+                    f"{results_path} says the stage finished, but {model_path} "
+                    f"is missing; delete {stage_dir} to rerun the stage."
+                )
             if verbose:
                 print(f"[{name}] finished earlier: loading {model_path}")
-            model = keras.saving.load_model(model_path)
-            return model, json.loads(results_path.read_text())
+            return _load_model(model_path, stage_dir), results
         set_seed(config.seed, config.deterministic)
         model = build()
         if config.softmax == "sampled" and config.negatives != "uniform":
@@ -793,27 +1112,71 @@ def run_stage(
         )
     metrics = evaluate_splits(model, dataset, config)
     results = {**metrics, **{k: v for k, v in summary.items() if k != "history"}}
-    model.save(model_path)
+    _save_model(model, model_path)
     _write_json(results_path, results)
+    shutil.rmtree(stage_dir / "checkpoint", ignore_errors=True)
     return model, results
 
 
-def _check_stage(stage_dir: Path, stage: dict) -> None:
-    """Refuses to resume or reload a stage made with another configuration.
+# What a stage folder of an earlier keras-fame held instead of `checkpoint/`.
+_OLD_STATE = ("backup", "eval_state", "epoch_times.json")
 
-    Finished stage folders written before `stage.json` existed have none and
-    pass.
-    """
+
+def _check_stage(stage_dir: Path, stage: dict, data: dict) -> None:
+    """Refuses a stage folder made with another configuration or other data,
+    or one that is partial or of an earlier version; claims it otherwise."""
     path = stage_dir / "stage.json"
-    if path.exists() or not (stage_dir / "results.json").exists():
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        _claim(path, stage, stage_dir)
+    if path.exists():
+        previous = _read_json(path, stage_dir)
+        _check_data(path, previous.get("data"), data, stage_dir)
+    else:
+        found = [
+            n
+            for n in ("results.json", "model.keras", "checkpoint", "history.json")
+            if (stage_dir / n).exists()
+        ]
+        if found:
+            raise ValueError(
+                f"{stage_dir} holds {found} but no stage.json, so the "
+                "configuration and data that made it are unknown; delete "
+                f"{stage_dir} to start the stage over."
+            )
+    old = [n for n in _OLD_STATE if (stage_dir / n).exists()]
+    if old and not (stage_dir / "results.json").exists():
+        raise ValueError(
+            f"{stage_dir} holds {old}: an unfinished stage of an earlier "
+            f"keras-fame, which cannot be resumed exactly; delete {stage_dir} to "
+            "start the stage over."
+        )
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    _claim(path, {**stage, "data": data}, stage_dir)
+
+
+def _describe_data(data: dict | None) -> str:
+    if not data:
+        return "no record of its data (an earlier keras-fame)"
+    return (
+        f"{data['users']:,} users, {data['items']:,} items, "
+        f"{data['actions']:,} actions, sequences {data['sequences'][:12]}, "
+        f"vocabulary {data['vocabulary'][:12]}"
+    )
+
+
+def _check_data(path: Path, previous: dict | None, data: dict, folder: Path) -> None:
+    """Refuses a folder whose record `path` names other data than `data`."""
+    if previous != data:
+        raise ValueError(
+            f"{folder} belongs to other data: {path} records "
+            f"{_describe_data(previous)}; the data given has "
+            f"{_describe_data(data)}. Use a new workdir for this data, or "
+            f"delete {folder} to start over."
+        )
 
 
 def _claim(path: Path, record: dict, folder: Path) -> None:
     """Writes `record` to `path`, refusing if `path` holds another one."""
     if path.exists():
-        previous = json.loads(path.read_text())
+        previous = _read_json(path, folder)
         if previous != record:
             changed = sorted(
                 k for k in {**previous, **record} if previous.get(k) != record.get(k)
@@ -852,7 +1215,12 @@ def two_stage(
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    data = dataset.fingerprint()
+    data_path = workdir / "data.json"
+    if data_path.exists():
+        _check_data(data_path, _read_json(data_path, workdir), data, workdir)
     _claim(workdir / "config.json", config_record(config), workdir)
+    _write_json(data_path, data)
     from keras_fame.distribute import make_strategy
 
     if strategy is None:
