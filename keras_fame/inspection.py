@@ -142,7 +142,7 @@ def head_facet_alignment(
     head_agreement, final_agreement, gates = [], [], []
     for start in range(0, len(histories), batch_size):
         batch = histories[start : start + batch_size]
-        report = model.explain(batch, k=k)
+        report = model._explain_ids(model._check_item_ids(batch), k)
         anchor = last[start : start + batch_size]
         head_agreement.append(shares(report["head_top_ids"], anchor[:, None]))
         final_agreement.append(shares(report["top_ids"], anchor))

@@ -52,6 +52,8 @@ class Vocabulary(Mapping):
         self.item_ids = _as_id_array(item_ids)
         self.user_ids = None if user_ids is None else _as_id_array(user_ids)
         self._index = {key: k + 1 for k, key in enumerate(self.item_ids.tolist())}
+        self._texts = None
+        self._text_index = None
         if len(self._index) != len(self.item_ids):
             raise ValueError("`item_ids` must not contain duplicates")
 
@@ -104,6 +106,45 @@ class Vocabulary(Mapping):
         if unknown == "error":
             return np.asarray([self[v] for v in values], dtype=np.int32)
         return np.asarray([self._index.get(v, 0) for v in values], dtype=np.int32)
+
+    @property
+    def texts(self) -> list[str]:
+        """Each item's id as text, in model-id order (`texts[k - 1]` is id `k`).
+
+        Integer ids are written in decimal (`12` -> `"12"`); these are the ids
+        a served model reads and answers with.
+
+        Raises:
+            ValueError: two ids have the same text (e.g. `1` and `"1"`).
+        """
+        if self._texts is None:
+            texts = [str(v) for v in self.item_ids.tolist()]
+            if len(set(texts)) != len(texts):
+                seen = {}
+                for model_id, text in enumerate(texts, start=1):
+                    if text in seen:
+                        raise ValueError(
+                            f"items {self.item_ids[seen[text] - 1]!r} and "
+                            f"{self.item_ids[model_id - 1]!r} have the same text "
+                            f"{text!r}; ids must differ as text to be served"
+                        )
+                    seen[text] = model_id
+            self._texts = texts
+        return self._texts
+
+    def encode_texts(self, tokens: Sequence[str]) -> np.ndarray:
+        """Maps ids given as text to model ids, 0 for an id not in the vocabulary.
+
+        Args:
+            tokens: item ids as text (`str(id)` of an integer id).
+
+        Returns:
+            An int32 array of model ids (0 where the id is unknown).
+        """
+        if self._text_index is None:
+            self._text_index = {t: k for k, t in enumerate(self.texts, start=1)}
+        index = self._text_index
+        return np.asarray([index.get(str(t), 0) for t in tokens], dtype=np.int32)
 
     def decode(self, ids: Sequence[int]) -> np.ndarray:
         """Maps model ids (1..num_items) back to original item ids."""

@@ -1,6 +1,7 @@
 """Shared machinery of the sequential recommenders (keras.ops only)."""
 
 import contextlib
+import os
 
 import keras
 import numpy as np
@@ -23,6 +24,7 @@ from keras_fame.layers.transformer_block import TransformerBlock
 SOFTMAXES = ("full", "sampled")
 NEGATIVES = ("uniform", "in_batch", "mixed")
 ANCHORS = ("end", "start")
+_VOCABULARY_FILE = "vocabulary.json"
 
 
 @keras.saving.register_keras_serializable(package="keras_fame")
@@ -315,6 +317,7 @@ class SequentialRecommender(keras.Model):
         self.label_smoothing = float(label_smoothing)
         self.loss_excludes_history = loss_excludes_history
         self._sampler = keras.random.SeedGenerator(sampler_seed, name="sampler")
+        self.vocabulary = None
         # On TensorFlow the loss gathers the real positions (a dynamic shape),
         # which XLA can't compile; the other backends use static shapes.
         self.supports_jit = keras.backend.backend() != "tensorflow"
@@ -616,13 +619,24 @@ class SequentialRecommender(keras.Model):
     # ------------------------------------------------------------- inference
 
     def _check_item_ids(self, item_ids, argument="item_ids"):
-        """Validates a concrete id array; returns it left-trimmed to max_len."""
+        """Validates a concrete model-id array `(batch, length)`; returns int32."""
+        if isinstance(item_ids, (list, tuple)):
+            lengths = {len(row) for row in item_ids if isinstance(row, (list, tuple))}
+            if len(lengths) > 1:
+                raise ValueError(
+                    f"`{argument}` rows have different lengths ({min(lengths)} to "
+                    f"{max(lengths)}): pad each row on the left with 0 to one "
+                    "length (or attach a vocabulary with `set_vocabulary` to "
+                    "pass rows of any length in your own item ids)."
+                )
         array = np.asarray(item_ids)
         if array.ndim != 2:
             raise ValueError(
                 f"`{argument}` must be a 2-D array (batch, length) of item ids. "
                 f"Received shape {array.shape}."
             )
+        if array.size == 0 and array.dtype.kind not in "iu":
+            array = array.astype("int32")
         if not np.issubdtype(array.dtype, np.integer):
             raise ValueError(
                 f"`{argument}` must hold integer item ids. Received dtype {array.dtype}."
@@ -636,6 +650,132 @@ class SequentialRecommender(keras.Model):
                     f"must lie in [0, {self.num_items}] (0 = padding)."
                 )
         return array.astype("int32")
+
+    # ------------------------------------------------------------ vocabulary
+
+    def set_vocabulary(self, vocabulary) -> None:
+        """Attaches the map from your item ids to the model's ids (or removes it).
+
+        With a vocabulary, `recommend` (and FAME's `explain`,
+        `facet_weights`, `expert_outputs`) take histories in your item ids
+        and answer in them, `export_for_serving` writes a `serving_default`
+        signature that reads and returns your ids, and the vocabulary is saved
+        with the model (`model.save("m.keras")`). `score`, `user_vectors` and
+        `call` always work in model ids.
+
+        Args:
+            vocabulary: A `keras_fame.datasets.Vocabulary` with `num_items`
+                items (e.g. `dataset.vocabulary`), or `None` to remove it.
+        """
+        if vocabulary is not None:
+            from keras_fame.datasets.preprocessing import Vocabulary
+
+            if not isinstance(vocabulary, Vocabulary):
+                raise TypeError(
+                    "`vocabulary` must be a keras_fame.datasets.Vocabulary or None. "
+                    f"Received: {type(vocabulary)}"
+                )
+            if vocabulary.num_items != self.num_items:
+                raise ValueError(
+                    f"`vocabulary` has {vocabulary.num_items} items but the model "
+                    f"has num_items={self.num_items}."
+                )
+            vocabulary.texts  # noqa: B018 (refuses ids that collide as text)
+        self.vocabulary = vocabulary
+
+    def save_assets(self, dir_path):
+        """Keras saving hook: writes the vocabulary into the `.keras` archive."""
+        if self.vocabulary is not None:
+            self.vocabulary.save(os.path.join(dir_path, _VOCABULARY_FILE))
+
+    def load_assets(self, dir_path):
+        """Keras loading hook: reads the vocabulary saved by `save_assets`."""
+        path = os.path.join(dir_path, _VOCABULARY_FILE)
+        if os.path.exists(path):
+            from keras_fame.datasets.preprocessing import Vocabulary
+
+            self.set_vocabulary(Vocabulary.load(path))
+
+    def encode_histories(self, histories):
+        """Maps histories in your item ids to the model's left-padded ids.
+
+        Needs a vocabulary (`set_vocabulary`). Ids the vocabulary does not
+        hold are dropped and counted, never an error.
+
+        Args:
+            histories: One row per user, oldest item first, rows of any
+                length. A row is a string of ids separated by whitespace
+                (`"sku1 sku7 sku9"`, as the served model reads them) or a
+                sequence of ids. Ids match by their text, so `12` and `"12"`
+                are the same item.
+
+        Returns:
+            `(item_ids, unknown)`: int32 `(batch, length)` model ids,
+            left-padded with 0 to the longest row (at least 1), and int32
+            `(batch,)`, how many ids of each row were not in the vocabulary.
+
+        Example:
+        >>> from keras_fame.datasets import Vocabulary
+        >>> model = SASRec(num_items=3, max_len=4, hidden_dim=8, num_heads=1)
+        >>> model.set_vocabulary(Vocabulary(["a", "b", "c"]))
+        >>> ids, unknown = model.encode_histories(["a c", ["b", "zz"]])
+        >>> ids.tolist(), unknown.tolist()
+        ([[1, 3], [0, 2]], [0, 1])
+        """
+        if self.vocabulary is None:
+            raise ValueError(
+                "This model has no vocabulary: pass model ids (int, left-padded "
+                "with 0), or attach one with `set_vocabulary(dataset.vocabulary)`."
+            )
+        if isinstance(histories, str) or not hasattr(histories, "__len__"):
+            raise ValueError(
+                "`histories` must be a sequence of rows (one per user), e.g. "
+                f"['sku1 sku7', 'sku3']. Received: {histories!r:.80}"
+            )
+        rows, unknown = [], np.zeros(len(histories), dtype="int32")
+        for index, row in enumerate(histories):
+            if isinstance(row, bytes):
+                row = row.decode("utf-8")
+            tokens = row.split() if isinstance(row, str) else np.asarray(row).tolist()
+            if not isinstance(tokens, list):
+                tokens = [tokens]
+            ids = self.vocabulary.encode_texts(tokens)
+            unknown[index] = int((ids == 0).sum())
+            rows.append(ids[ids > 0])
+        width = max([len(row) for row in rows] + [1])
+        item_ids = np.zeros((len(rows), width), dtype="int32")
+        for index, row in enumerate(rows):
+            if len(row):
+                item_ids[index, width - len(row) :] = row
+        return item_ids, unknown
+
+    def _histories(self, histories, argument="item_ids"):
+        """Model ids `(batch, length >= 1)` of histories in the caller's ids."""
+        if self.vocabulary is not None:
+            item_ids, _ = self.encode_histories(histories)
+        else:
+            item_ids = self._check_item_ids(histories, argument)
+        if item_ids.shape[1] == 0:
+            # An empty history reads one padding position (the export does so).
+            item_ids = np.zeros((len(item_ids), 1), dtype="int32")
+        return item_ids
+
+    def _decode(self, ids):
+        """Your item ids of model ids `ids` (-1, no candidate, becomes None)."""
+        missing = ids < 0
+        decoded = self.vocabulary.item_ids[np.maximum(ids, 1) - 1]
+        if missing.any():
+            decoded = decoded.astype(object)
+            decoded[missing] = None
+        return decoded
+
+    def _check_k(self, k):
+        k = check_positive_int("k", k)
+        if k > self.num_items:
+            raise ValueError(
+                f"`k` must be at most num_items={self.num_items}. Received: k={k}"
+            )
+        return k
 
     def _context(self, item_ids):
         """The most recent `max_len` items (the model's context window)."""
@@ -669,34 +809,47 @@ class SequentialRecommender(keras.Model):
             `keras_fame.evaluation.evaluate_ranking(item_chunk_size=...)`).
         """
         if isinstance(item_ids, (np.ndarray, list, tuple)):
-            item_ids = self._context(self._check_item_ids(item_ids))
+            item_ids = self._check_item_ids(item_ids)
+            if item_ids.shape[1] == 0:
+                item_ids = np.zeros((len(item_ids), 1), dtype="int32")
+            item_ids = self._context(item_ids)
         return self(item_ids, training=False, last_position_only=True)[:, -1, :]
 
     def recommend(
-        self, item_ids, k: int = 10, exclude_seen: bool = True, batch_size: int = 1024
+        self, histories, k: int = 10, exclude_seen: bool = True, batch_size: int = 1024
     ):
         """Top-`k` items for the next step after each history.
 
         Args:
-            item_ids: int `(batch, length)`, left-padded with 0 (any length;
-                the most recent `max_len` items form the model's context).
+            histories: Without a vocabulary: int model ids `(batch, length)`,
+                left-padded with 0 (any length; the most recent `max_len`
+                items form the model's context). With one (`set_vocabulary`):
+                rows in your item ids, of any length, as `encode_histories`
+                reads them; unknown ids are dropped.
             k: Number of items to return, `1 <= k <= num_items`.
             exclude_seen: Never recommend an item of the history (all of it,
                 also what lies beyond the context window).
             batch_size: Histories scored at once.
 
         Returns:
-            `(ids, scores)`: int32 and float32 NumPy arrays `(batch, k)`, best
-            first. The padding id 0 is never returned. When fewer than `k`
-            unseen items exist, the missing slots hold id -1 and score -inf.
+            `(ids, scores)`: NumPy arrays `(batch, k)`, best first: model ids
+            (int32), or your item ids with a vocabulary; float32 scores. The
+            padding id 0 is never returned. When fewer than `k` unseen items
+            exist, the missing slots hold score -inf and id -1 (None with a
+            vocabulary).
         """
-        k = check_positive_int("k", k)
-        if k > self.num_items:
-            raise ValueError(
-                f"`k` must be at most num_items={self.num_items}. Received: k={k}"
-            )
-        item_ids = self._check_item_ids(item_ids)
-        all_ids, all_scores = [], []
+        k = self._check_k(k)
+        batch_size = check_positive_int("batch_size", batch_size)
+        item_ids = self._histories(histories)
+        ids, scores = self._recommend_ids(item_ids, k, exclude_seen, batch_size)
+        if self.vocabulary is not None:
+            ids = self._decode(ids)
+        return ids, scores
+
+    def _recommend_ids(self, item_ids, k, exclude_seen=True, batch_size=1024):
+        """`recommend` on checked model ids `(batch, length >= 1)`."""
+        all_ids = [np.zeros((0, k), dtype="int32")]
+        all_scores = [np.zeros((0, k), dtype="float32")]
         for start in range(0, len(item_ids), batch_size):
             batch = item_ids[start : start + batch_size]
             scores = ops.convert_to_numpy(self.score(self._context(batch)))

@@ -199,7 +199,7 @@ class FAME(SequentialRecommender):
             an extra length axis after the batch axis (padding rows are
             meaningless).
         """
-        item_ids = self._context(self._check_item_ids(item_ids))
+        item_ids = self._context(self._histories(item_ids))
         out = self.facets(item_ids, last_position_only=not all_positions)
         result = {
             "gate": ops.convert_to_numpy(ops.cast(out["gate"], "float32")),
@@ -221,7 +221,7 @@ class FAME(SequentialRecommender):
             each head's experts, before the router mixes them) and `routing`
             `(batch, num_heads, num_experts)` (Eq. 16).
         """
-        item_ids = self._context(self._check_item_ids(item_ids))
+        item_ids = self._context(self._histories(item_ids))
         x, padding_mask = self._embed(item_ids, training=False)
         for block in self.blocks:
             x = block(x, padding_mask=padding_mask, training=False)
@@ -237,18 +237,28 @@ class FAME(SequentialRecommender):
         """Each head's top-`k` list, the gate and the final list (paper Fig. 7).
 
         Args:
-            item_ids: int `(batch, length)`, left-padded with 0.
-            k: Length of each list.
+            item_ids: Histories as for `recommend`: model ids `(batch,
+                length)` left-padded with 0, or, with a vocabulary, rows in
+                your item ids.
+            k: Length of each list, `1 <= k <= num_items`.
             exclude_seen: Leave the history's items out of every list.
 
         Returns:
             A dict of NumPy arrays: `head_top_ids` / `head_top_scores`
             `(batch, num_heads, k)`, `gate` `(batch, num_heads)`, `routing`
             `(batch, num_heads, num_experts)`, and `top_ids` / `top_scores`
-            `(batch, k)`, the final gated list (as `recommend`).
+            `(batch, k)`, the final gated list (as `recommend`). Ids are your
+            item ids when the model has a vocabulary.
         """
-        k = check_positive_int("k", k)
-        item_ids = self._check_item_ids(item_ids)
+        k = self._check_k(k)
+        report = self._explain_ids(self._histories(item_ids), k, exclude_seen)
+        if self.vocabulary is not None:
+            for key in ("head_top_ids", "top_ids"):
+                report[key] = self._decode(report[key])
+        return report
+
+    def _explain_ids(self, item_ids, k: int, exclude_seen: bool = True):
+        """`explain` on checked model ids `(batch, length >= 1)`."""
         context = self._context(item_ids)
         x, padding_mask = self._embed(context, training=False)
         out = self._encode(
@@ -383,6 +393,7 @@ class FAME(SequentialRecommender):
             h, d, k = fame.num_heads, fame.hidden_dim, fame.head_dim
             eye = np.eye(d, dtype="float32").reshape(d, h, k).transpose(1, 0, 2)
             fame.scorer.facet_kernel.assign(h * eye)
+        fame.set_vocabulary(sasrec.vocabulary)
         return fame
 
     def get_config(self):
