@@ -6,13 +6,27 @@ The export holds plain TensorFlow variables and functions built from core
 TensorFlow ops: loading it needs neither `keras_fame` nor Keras, so the stock
 `tensorflow/serving` binary can serve it.
 
-Signatures (all take `item_ids`, int32 `(batch, length)`, any length,
-left-padded with 0):
+Signatures of a model WITH a vocabulary (`model.set_vocabulary`; models
+trained by `keras_fame.training.two_stage` on your own log have one):
 
-- `serving_default`: `top_k_ids` int32 `(batch, k)` and `top_k_scores`
-  float32 `(batch, k)`, best first, with the whole history excluded. The
-  padding id 0 is never returned; when fewer than `k` unseen items exist, the
-  missing slots hold id -1 and score -inf.
+- `serving_default`: input `history`, string `(batch,)`: each element is one
+  user's item ids as written in the log (integers as their decimal text),
+  separated by spaces, oldest first; rows have any length (TF Serving's
+  REST form: `{"instances": ["sku1 sku7 sku9", "sku3"]}`). Outputs
+  `item_ids` string `(batch, k)`, your ids, best first, the row's history
+  excluded, never padding (`""` only where fewer than `k` unseen items
+  exist); `scores` float32 `(batch, k)` (-inf in such slots); `unknown` int32
+  `(batch,)`, how many ids of the row the vocabulary did not hold (they are
+  dropped, never an error).
+- `recommend_ids`: the model-id form of `serving_default` below.
+
+Signatures that take model ids (`item_ids`, int32 `(batch, length)`, any
+length, left-padded with 0):
+
+- `serving_default` (`recommend_ids` with a vocabulary): `top_k_ids` int32
+  `(batch, k)` and `top_k_scores` float32 `(batch, k)`, best first, with the
+  whole history excluded. The padding id 0 is never returned; when fewer than
+  `k` unseen items exist, the missing slots hold id -1 and score -inf.
 - `score`: `scores` float32 `(batch, num_items + 1)`, the model's score of
   every item id after the history (column 0, padding, holds -1e9), as
   `model.score`.
@@ -40,6 +54,7 @@ re-implementation of the documented behaviour and of
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import math
@@ -59,6 +74,7 @@ from keras_fame.models.base import SequentialRecommender
 from keras_fame.models.fame import FAME
 
 __all__ = [
+    "HISTORY_INPUT_NAME",
     "RestRequest",
     "SERVING_INPUT_NAME",
     "export_for_serving",
@@ -69,7 +85,10 @@ __all__ = [
 ]
 
 SERVING_INPUT_NAME = "item_ids"
-"""Name of the single input of every exported signature."""
+"""Name of the input of the signatures that take model ids."""
+
+HISTORY_INPUT_NAME = "history"
+"""Name of the string input of `serving_default` for a model with a vocabulary."""
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _METADATA_PATH = os.path.join("assets.extra", "keras_fame_export.json")
@@ -77,6 +96,7 @@ _METADATA_PATH = os.path.join("assets.extra", "keras_fame_export.json")
 # (tf.py_function / tf.numpy_function): the model server has no Python.
 _PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
 _INPUT_SIGNATURE = (tf.TensorSpec([None, None], tf.int32, name=SERVING_INPUT_NAME),)
+_HISTORY_SIGNATURE = (tf.TensorSpec([None], tf.string, name=HISTORY_INPUT_NAME),)
 
 
 # ---------------------------------------------------------------------- export
@@ -168,6 +188,9 @@ def export_for_serving(
             f"Received: k={k}"
         )
 
+    if model.vocabulary is not None:
+        _check_servable_ids(model.vocabulary.texts)
+
     model_dir = os.path.join(os.fspath(base_dir), name)
     os.makedirs(model_dir, exist_ok=True)
     if version is None:
@@ -224,6 +247,33 @@ def _publish(tmp: str, target: str, overwrite: bool) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _check_servable_ids(texts: list[str]) -> None:
+    """Refuses item ids that the space-separated `history` input cannot carry."""
+    for model_id, text in enumerate(texts, start=1):
+        if not text or any(c.isspace() for c in text):
+            raise ValueError(
+                f"item id {text!r} (model id {model_id}) "
+                + ("is empty" if not text else "contains whitespace")
+                + ": the served `history` input separates ids by spaces, so "
+                "ids must be non-empty and free of whitespace. Rename such ids "
+                "in the log before training."
+            )
+
+
+def left_pad_ragged(ids):
+    """A ragged int `(batch, None)` tensor as a dense one, left-padded with 0.
+
+    The width is the longest row, at least 1.
+    """
+    lengths = tf.cast(ids.row_lengths(), tf.int32)
+    width = tf.maximum(tf.reduce_max(tf.concat([lengths, [1]], axis=0)), 1)
+    right = ids.to_tensor(default_value=0)
+    right = tf.pad(right, [[0, 0], [0, width - tf.shape(right)[1]]])
+    source = tf.range(width)[None, :] - (width - lengths)[:, None]
+    values = tf.gather(right, tf.maximum(source, 0), batch_dims=1)
+    return tf.where(source >= 0, values, tf.zeros_like(values))
+
+
 def _serving_module(model: SequentialRecommender, k: int):
     """The tf.Module (variables + tf.functions) and its signatures."""
     num_items, max_len = model.num_items, model.max_len
@@ -275,6 +325,33 @@ def _serving_module(model: SequentialRecommender, k: int):
         "serving_default": recommend.get_concrete_function(),
         "score": score.get_concrete_function(),
     }
+    if model.vocabulary is not None:
+        texts = model.vocabulary.texts
+        module.item_table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(texts, tf.string),
+                tf.range(1, len(texts) + 1, dtype=tf.int32),
+            ),
+            default_value=0,
+        )
+        item_texts = tf.constant(["", *texts], tf.string)
+
+        @tf.function(input_signature=_HISTORY_SIGNATURE, autograph=False)
+        def recommend_history(history):
+            ids = module.item_table.lookup(tf.strings.split(history))
+            unknown = tf.reduce_sum(tf.cast(tf.equal(ids, 0), tf.int32), axis=1)
+            known = tf.ragged.boolean_mask(ids, ids > 0)
+            top = recommend(left_pad_ragged(known))
+            top_ids = top["top_k_ids"]
+            return {
+                "item_ids": tf.gather(item_texts, tf.maximum(top_ids, 0)),
+                "scores": top["top_k_scores"],
+                "unknown": unknown,
+            }
+
+        module.recommend_history = recommend_history
+        signatures["recommend_ids"] = signatures["serving_default"]
+        signatures["serving_default"] = recommend_history.get_concrete_function()
     if isinstance(model, FAME):
 
         @tf.function(input_signature=_INPUT_SIGNATURE, autograph=False)
@@ -353,8 +430,18 @@ def _verify_export(export_dir: str, model: SequentialRecommender, k: int) -> Non
     probes = rng.integers(1, model.num_items + 1, size=(4, length)).astype("int32")
     probes[0, :-2] = 0  # short history
     probes[1, :] = 0  # all padding
+    ids_signature = "serving_default" if model.vocabulary is None else "recommend_ids"
+    feeds = {
+        ids_signature: {SERVING_INPUT_NAME: probes},
+        "score": {SERVING_INPUT_NAME: probes},
+    }
+    if model.vocabulary is not None:
+        texts = np.asarray(model.vocabulary.texts, dtype=object)
+        rows = [" ".join(texts[row[row > 0] - 1]) for row in probes]
+        rows[2] = "\x00unknown " + rows[2]  # never an item id: tabs/spaces refused
+        feeds["serving_default"] = {HISTORY_INPUT_NAME: np.asarray(rows, dtype=object)}
     try:
-        served = _run_in_session(export_dir, ["serving_default", "score"], probes)
+        served = _run_in_session(export_dir, feeds)
     except Exception as error:  # any failure blocks publishing
         raise RuntimeError(
             "Verification failed: TensorFlow's session loader (the one TF "
@@ -362,37 +449,55 @@ def _verify_export(export_dir: str, model: SequentialRecommender, k: int) -> Non
         ) from error
     scores = served["score"]["scores"]
     expected_scores = keras.ops.convert_to_numpy(model.score(probes))
-    expected_ids, _ = model.recommend(probes, k=k)
-    ids = served["serving_default"]["top_k_ids"]
+    expected_ids, _ = model._recommend_ids(probes, k)
     if not np.allclose(scores, expected_scores, rtol=1e-4, atol=1e-4):
         raise RuntimeError(
             "Verification failed: the exported `score` signature disagrees with "
             "model.score; nothing was published."
         )
-    if (ids == 0).any() or ids.shape != expected_ids.shape:
-        raise RuntimeError(
-            "Verification failed: `serving_default` returned the padding id or "
-            f"a wrong shape {ids.shape}; nothing was published."
-        )
-    top = np.take_along_axis(expected_scores, np.maximum(ids, 0), axis=1)
+    answers = {ids_signature: served[ids_signature]["top_k_ids"]}
+    if model.vocabulary is not None:
+        out = served["serving_default"]
+        words = [w.decode("utf-8") for w in out["item_ids"].reshape(-1)]
+        ids = model.vocabulary.encode_texts(words)
+        ids[np.asarray(words) == ""] = -1  # the slots without a candidate
+        answers["serving_default"] = ids.reshape(out["item_ids"].shape)
+        if out["unknown"].tolist() != [0, 0, 1, 0]:
+            raise RuntimeError(
+                "Verification failed: `serving_default` miscounted unknown ids "
+                f"({out['unknown'].tolist()}, expected [0, 0, 1, 0]); nothing "
+                "was published."
+            )
     expected_top = np.take_along_axis(
         expected_scores, np.maximum(expected_ids, 0), axis=1
     )
-    if not np.allclose(top, expected_top, rtol=1e-4, atol=1e-4):
-        raise RuntimeError(
-            "Verification failed: `serving_default` disagrees with "
-            "model.recommend; nothing was published."
-        )
+    for signature, ids in answers.items():
+        if (
+            ids.shape != expected_ids.shape
+            or (ids == 0).any()
+            or ((ids < 0) != (expected_ids < 0)).any()
+        ):
+            raise RuntimeError(
+                f"Verification failed: `{signature}` returned padding, an unknown "
+                f"id or a wrong shape {ids.shape}; nothing was published."
+            )
+        top = np.take_along_axis(expected_scores, np.maximum(ids, 0), axis=1)
+        if not np.allclose(top, expected_top, rtol=1e-4, atol=1e-4):
+            raise RuntimeError(
+                f"Verification failed: `{signature}` disagrees with "
+                "model.recommend; nothing was published."
+            )
 
 
 def _run_in_session(
-    export_dir: str, signature_names: list[str], item_ids: np.ndarray
+    export_dir: str, feeds: dict[str, dict[str, np.ndarray]]
 ) -> dict[str, dict[str, np.ndarray]]:
     """Runs signatures the way TF Serving does: TF1 loader, feeds by name.
 
     TF Serving loads a SavedModel into a session (`LoadSavedModel`), restores
     the variables with the saver in the MetaGraph and runs each SignatureDef
-    by its tensor names; this is the same path in Python.
+    by its tensor names; this is the same path in Python. `feeds` maps a
+    signature name to its inputs by input name.
     """
     from tensorflow.python.util import deprecation
 
@@ -402,9 +507,11 @@ def _run_in_session(
             meta_graph = tf.compat.v1.saved_model.loader.load(
                 session, [tf.saved_model.SERVING], export_dir
             )
-            for name in signature_names:
+            for name, inputs in feeds.items():
                 signature = meta_graph.signature_def[name]
-                feed = {signature.inputs[SERVING_INPUT_NAME].name: item_ids}
+                feed = {
+                    signature.inputs[key].name: value for key, value in inputs.items()
+                }
                 fetch = {key: info.name for key, info in signature.outputs.items()}
                 results[name] = session.run(fetch, feed)
     return results
@@ -506,6 +613,7 @@ _JSON_DTYPES = {
     "float32": (np.float32, "float"),
     "float64": (np.float64, "float"),
     "bool": (np.bool_, "bool"),
+    "string": (object, "string"),
 }
 
 
@@ -719,6 +827,12 @@ def _check_value(value, dtype: str, kind: str):
         if not isinstance(value, bool):
             raise type_error()
         return value
+    if kind == "string":
+        if _is_b64(value):
+            return base64.b64decode(value["b64"])
+        if not isinstance(value, str):
+            raise type_error()
+        return value.encode("utf-8")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise type_error()
     if kind == "int":
