@@ -925,12 +925,19 @@ def evaluate_splits(model, dataset, config: TrainConfig) -> dict:
 
 
 def train_sasrec(
-    dataset, config: TrainConfig, workdir, verbose: int = 1, callbacks=(), strategy=None
+    dataset,
+    config: TrainConfig,
+    workdir,
+    verbose: int = 1,
+    callbacks=(),
+    strategy=None,
+    vocabulary=None,
 ):
     """Stage 1: trains (or reloads, or resumes) SASRec in `workdir/sasrec`.
 
     `strategy` (default: made from `config.distribution`) is the
-    `tf.distribute.Strategy` whose scope holds the model.
+    `tf.distribute.Strategy` whose scope holds the model; `vocabulary`, if
+    given, is attached to the model (`set_vocabulary`) and saved with it.
     """
     return run_stage(
         "sasrec",
@@ -943,6 +950,7 @@ def train_sasrec(
         callbacks,
         strategy,
         ignore=FAME_FIELDS,
+        vocabulary=vocabulary,
     )
 
 
@@ -954,10 +962,13 @@ def train_fame(
     verbose: int = 1,
     callbacks=(),
     strategy=None,
+    vocabulary=None,
 ):
     """Stage 2: FAME warm-started from `sasrec` (or from scratch), fine-tuned.
 
     Under a strategy, `sasrec` must have been built in the same `strategy`.
+    `vocabulary`, if given, is attached to the model and saved with it (a
+    warm start also takes the SASRec's).
     """
     config = config.finetune_config()
 
@@ -976,6 +987,7 @@ def train_fame(
         verbose,
         callbacks,
         strategy,
+        vocabulary=vocabulary,
     )
 
 
@@ -1037,6 +1049,7 @@ def run_stage(
     callbacks=(),
     strategy=None,
     ignore=(),
+    vocabulary=None,
 ):
     """Trains, resumes or reloads one stage in `workdir/name`.
 
@@ -1060,6 +1073,8 @@ def run_stage(
             does not refuse the stage (`stage.json` leaves them out, as it
             leaves out the epoch budgets and `finetune_learning_rate`, which
             `epochs` and `config.learning_rate` stand for).
+        vocabulary: A `Vocabulary` to attach to the model (`set_vocabulary`)
+            before it is trained and saved, or `None`.
 
     Returns:
         `(model, results)`: the stage's best model and its `results.json`
@@ -1101,6 +1116,8 @@ def run_stage(
             return _load_model(model_path, stage_dir), results
         set_seed(config.seed, config.deterministic)
         model = build()
+        if vocabulary is not None:
+            model.set_vocabulary(vocabulary)
         if config.softmax == "sampled" and config.negatives != "uniform":
             model.set_item_frequencies(target_counts(dataset, config))
         if verbose:
@@ -1189,7 +1206,13 @@ def _claim(path: Path, record: dict, folder: Path) -> None:
 
 
 def two_stage(
-    dataset, config: TrainConfig, workdir, verbose: int = 1, callbacks=(), strategy=None
+    dataset,
+    config: TrainConfig,
+    workdir,
+    verbose: int = 1,
+    callbacks=(),
+    strategy=None,
+    vocabulary: bool | None = None,
 ) -> dict:
     """Runs the paper's recipe: pretrain SASRec, warm-start FAME, fine-tune.
 
@@ -1202,6 +1225,13 @@ def two_stage(
         callbacks: More Keras callbacks for both stages.
         strategy: A `tf.distribute.Strategy` to use instead of the one
             `config.distribution` names (e.g. particular devices).
+        vocabulary: Attach `dataset.vocabulary` to both models, so that they
+            take and return your item ids (`recommend`, `explain`, the
+            served `serving_default`) and save it with them: `True` always,
+            `False` never, `None` (default) when the vocabulary is not the
+            identity (your own log's ids; the Amazon and synthetic datasets'
+            ids already are `1..num_items`). It is also written to
+            `workdir/vocabulary.json`.
 
     Returns:
         `{"sasrec": (model, results), "fame": (model, results)}`, where
@@ -1221,10 +1251,29 @@ def two_stage(
         _check_data(data_path, _read_json(data_path, workdir), data, workdir)
     _claim(workdir / "config.json", config_record(config), workdir)
     _write_json(data_path, data)
+    vocabulary_path = workdir / "vocabulary.json"
+    if not vocabulary_path.exists():
+        temporary = _temporary(vocabulary_path)
+        dataset.vocabulary.save(temporary)
+        os.replace(temporary, vocabulary_path)
+    if vocabulary is None:
+        vocabulary = not dataset.vocabulary.is_identity
+    attached = dataset.vocabulary if check_bool("vocabulary", vocabulary) else None
     from keras_fame.distribute import make_strategy
 
     if strategy is None:
         strategy = make_strategy(config.distribution)
-    sasrec = train_sasrec(dataset, config, workdir, verbose, callbacks, strategy)
-    fame = train_fame(dataset, config, workdir, sasrec[0], verbose, callbacks, strategy)
+    sasrec = train_sasrec(
+        dataset, config, workdir, verbose, callbacks, strategy, vocabulary=attached
+    )
+    fame = train_fame(
+        dataset,
+        config,
+        workdir,
+        sasrec[0],
+        verbose,
+        callbacks,
+        strategy,
+        vocabulary=attached,
+    )
     return {"sasrec": sasrec, "fame": fame}
