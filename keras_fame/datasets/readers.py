@@ -316,22 +316,34 @@ def _shown(value) -> str:
     return repr(value.item() if isinstance(value, np.generic) else value)
 
 
-def _first(values: pd.Series, mask) -> object:
-    """Index label of the first row where `mask` is true."""
-    return values.index[np.asarray(mask, dtype=bool)][0]
+def _first(mask) -> int:
+    """Position of the first true entry of a boolean mask."""
+    return int(np.flatnonzero(np.asarray(mask, dtype=bool))[0])
 
 
-def _check_int64_range(text: pd.Series, column: str, where: str, kind: str) -> None:
+class _Cells:
+    """A column by position, and how to name a cell in a message."""
+
+    def __init__(self, values: pd.Series, column: str, where: str, kind: str):
+        self.labels = values.index
+        self.values = values.reset_index(drop=True)
+        self.column, self.where, self.kind = column, where, kind
+
+    def at(self, position: int, column: bool = True) -> str:
+        """`file, line N[, column 'c']` for the cell at `position`."""
+        text = f"{self.where}, {_row_label(self.kind, self.labels[position])}"
+        return f"{text}, column {self.column!r}" if column else text
+
+
+def _check_int64_range(cells: _Cells, text: pd.Series) -> None:
     """Raises on a canonical-integer id outside int64 (e.g. 10**20)."""
     digits = text.str.len() - text.str.startswith("-").astype(int)
-    long = digits.to_numpy() >= 19  # 10**18 < 2**63 < 10**19
-    for index in text.index[long]:
-        value = int(text[index])
-        if not _INT64_MIN <= value <= _INT64_MAX:
+    for position in np.flatnonzero(digits.to_numpy() >= 19):  # 2**63 < 10**19
+        if not _INT64_MIN <= int(text.iloc[position]) <= _INT64_MAX:
             raise ValueError(
-                f"{where}, {_row_label(kind, index)}, column {column!r}: id "
-                f"{text[index]!r} is outside the int64 range [-2**63, 2**63 - 1]; "
-                "pass id_type='str' to read the ids of this column as text"
+                f"{cells.at(position)}: id {text.iloc[position]!r} is outside the "
+                "int64 range [-2**63, 2**63 - 1]; pass id_type='str' to read the "
+                "ids of this column as text"
             )
 
 
@@ -344,10 +356,12 @@ def _convert_ids(
     be read other than as the user would expect raises or warns, naming the
     first line concerned.
     """
+    cells = _Cells(values, column, where, kind)
+    values = cells.values
     if values.isna().any():
-        bad = _first(values, values.isna())
         raise ValueError(
-            f"{where}, {_row_label(kind, bad)}: missing value in id column {column!r}"
+            f"{cells.at(_first(values.isna()), column=False)}: missing value in "
+            f"id column {column!r}"
         )
     if pd.api.types.is_bool_dtype(values):
         raise ValueError(
@@ -357,11 +371,11 @@ def _convert_ids(
         if pd.api.types.is_unsigned_integer_dtype(values):
             too_big = values.to_numpy() > np.uint64(_INT64_MAX)
             if too_big.any():
-                bad = _first(values, too_big)
+                bad = _first(too_big)
                 raise ValueError(
-                    f"{where}, {_row_label(kind, bad)}, column {column!r}: id "
-                    f"{_shown(values[bad])} is outside the int64 range "
-                    "[-2**63, 2**63 - 1]; pass id_type='str' to read the ids as text"
+                    f"{cells.at(bad)}: id {_shown(values.iloc[bad])} is outside the "
+                    "int64 range [-2**63, 2**63 - 1]; pass id_type='str' to read "
+                    "the ids as text"
                 )
         return values.to_numpy(dtype=np.int64)
     if pd.api.types.is_float_dtype(values):
@@ -369,93 +383,92 @@ def _convert_ids(
         with np.errstate(invalid="ignore"):
             fractional = ~np.isfinite(array) | (array != np.round(array))
         if fractional.any():
-            bad = _first(values, fractional)
+            bad = _first(fractional)
             raise ValueError(
-                f"{where}, {_row_label(kind, bad)}, column {column!r}: expected "
-                f"an integer or string id, got {_shown(values[bad])}"
+                f"{cells.at(bad)}: expected an integer or string id, got "
+                f"{_shown(values.iloc[bad])}"
             )
         too_big = (array < -(2.0**63)) | (array >= 2.0**63)
         if too_big.any():
-            bad = _first(values, too_big)
+            bad = _first(too_big)
             raise ValueError(
-                f"{where}, {_row_label(kind, bad)}, column {column!r}: id "
-                f"{_shown(values[bad])} is outside the int64 range "
-                "[-2**63, 2**63 - 1]"
+                f"{cells.at(bad)}: id {_shown(values.iloc[bad])} is outside the "
+                "int64 range [-2**63, 2**63 - 1]"
             )
         return array.astype(np.int64)
     text = values.astype(str).str.strip()
     empty = (text == "").to_numpy()
     if empty.any():
-        bad = _first(values, empty)
         raise ValueError(
-            f"{where}, {_row_label(kind, bad)}: missing value in id column {column!r}"
-        )
-    missing = text.str.lower().isin(_MISSING_TOKENS).to_numpy()
-    if missing.any():
-        bad = _first(values, missing)
-        if id_type != "str":
-            raise ValueError(
-                f"{where}, {_row_label(kind, bad)}: missing value {text[bad]!r} "
-                f"in id column {column!r}; every interaction needs an id (if "
-                f"{text[bad]!r} is a real id, pass id_type='str')"
-            )
-        warnings.warn(
-            f"{where}, {_row_label(kind, bad)}, column {column!r}: {text[bad]!r} "
-            "usually marks a missing value; it is kept as the string id "
-            f"{text[bad]!r} (id_type='str')",
-            UserWarning,
-            stacklevel=4,
+            f"{cells.at(_first(empty), column=False)}: missing value in id column "
+            f"{column!r}"
         )
     if id_type == "str":
+        missing = text.str.lower().isin(_MISSING_TOKENS).to_numpy()
+        if missing.any():
+            bad = _first(missing)
+            warnings.warn(
+                f"{cells.at(bad)}: {text.iloc[bad]!r} usually marks a missing "
+                f"value; it is kept as the string id {text.iloc[bad]!r} "
+                "(id_type='str')",
+                UserWarning,
+                stacklevel=4,
+            )
         return text.to_numpy(dtype=object)
     is_int = text.str.fullmatch(_CANONICAL_INT).to_numpy(dtype=bool)
-    if id_type == "int" and not is_int.all():
-        bad = _first(values, ~is_int)
-        raise ValueError(
-            f"{where}, {_row_label(kind, bad)}, column {column!r}: expected "
-            f"an integer id, got {text[bad]!r}"
-        )
     if is_int.all():
-        _check_int64_range(text, column, where, kind)
+        _check_int64_range(cells, text)
         return text.astype(np.int64).to_numpy()
-    # id_type == "auto" and some ids are not canonical integers.
+    # Some ids are not canonical integers: first any missing-value token
+    # (only those cells can be one), then the id_type rules.
+    others = np.flatnonzero(~is_int)
+    missing = text.iloc[others].str.lower().isin(_MISSING_TOKENS).to_numpy()
+    if missing.any():
+        bad = int(others[_first(missing)])
+        raise ValueError(
+            f"{cells.at(bad, column=False)}: missing value {text.iloc[bad]!r} in "
+            f"id column {column!r}; every interaction needs an id (if "
+            f"{text.iloc[bad]!r} is a real id, pass id_type='str')"
+        )
+    bad = int(others[0])
+    if id_type == "int":
+        raise ValueError(
+            f"{cells.at(bad)}: expected an integer id, got {text.iloc[bad]!r}"
+        )
     fraction = text.str.fullmatch(_NON_INTEGER_NUMBER, case=False).to_numpy(bool)
     digits = text.str.fullmatch(_DIGITS).to_numpy(dtype=bool)
     if fraction.any() and (fraction | digits).all():
-        bad = _first(values, fraction)
+        bad = _first(fraction)
         raise ValueError(
-            f"{where}, {_row_label(kind, bad)}, column {column!r}: expected an "
-            f"integer id, got the number {text[bad]!r}; the other ids of the "
-            "column are numbers too. Pass id_type='str' to read the ids as text"
+            f"{cells.at(bad)}: expected an integer id, got the number "
+            f"{text.iloc[bad]!r}; the other ids of the column are numbers too. "
+            "Pass id_type='str' to read the ids as text"
         )
     if is_int.any():
-        bad = _first(values, ~is_int)
-        example = _first(values, is_int)
+        example = _first(is_int)
         warnings.warn(
-            f"{where}, {_row_label(kind, bad)}, column {column!r}: {text[bad]!r} "
-            f"is not an integer id, so all {len(text):,} ids of the column are "
-            f"read as strings, although {int(is_int.sum()):,} are written as "
-            f"integers (e.g. {text[example]!r} on {_row_label(kind, example)}). "
-            "Pass id_type='str' to read them as text without this warning, or "
-            "id_type='int' to make it an error",
+            f"{cells.at(bad)}: {text.iloc[bad]!r} is not an integer id, so all "
+            f"{len(text):,} ids of the column are read as strings, although "
+            f"{int(is_int.sum()):,} are written as integers (e.g. "
+            f"{text.iloc[example]!r} on "
+            f"{_row_label(kind, cells.labels[example])}). Pass id_type='str' to "
+            "read them as text without this warning, or id_type='int' to make it "
+            "an error",
             UserWarning,
             stacklevel=4,
         )
     return text.to_numpy(dtype=object)
 
 
-def _check_finite(
-    array: np.ndarray, values: pd.Series, text, column: str, where: str, kind: str
-) -> None:
+def _check_finite(cells: _Cells, array: np.ndarray, shown: pd.Series) -> None:
     """Raises on an infinite (or NaN) timestamp."""
     if array.dtype.kind == "f":
         infinite = ~np.isfinite(array)
         if infinite.any():
-            bad = _first(values, infinite)
-            shown = _shown(text[bad] if text is not None else values[bad])
+            bad = _first(infinite)
             raise ValueError(
-                f"{where}, {_row_label(kind, bad)}, column {column!r}: timestamp "
-                f"{shown} is not finite; expected a finite number or a date"
+                f"{cells.at(bad)}: timestamp {_shown(shown.iloc[bad])} is not "
+                "finite; expected a finite number or a date"
             )
 
 
@@ -466,35 +479,28 @@ def _convert_time(values: pd.Series, column: str, where: str, kind: str) -> np.n
     infinite number or a column mixing numbers and dates raises, naming the
     first line that does not fit.
     """
-    if pd.api.types.is_datetime64_any_dtype(values):
-        if values.isna().any():
-            bad = _first(values, values.isna())
-            raise ValueError(
-                f"{where}, {_row_label(kind, bad)}: missing value in time "
-                f"column {column!r}"
-            )
-        return values.astype("datetime64[ns]").to_numpy().astype(np.int64)
+    cells = _Cells(values, column, where, kind)
+    values = cells.values
+
+    def missing_error(position: int) -> ValueError:
+        return ValueError(
+            f"{cells.at(position, column=False)}: missing value in time column "
+            f"{column!r}"
+        )
+
     if pd.api.types.is_bool_dtype(values):
         raise ValueError(f"{where}: time column {column!r} holds booleans")
+    if values.isna().any():
+        raise missing_error(_first(values.isna()))
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values.astype("datetime64[ns]").to_numpy().astype(np.int64)
     if pd.api.types.is_numeric_dtype(values):
-        if values.isna().any():
-            bad = _first(values, values.isna())
-            raise ValueError(
-                f"{where}, {_row_label(kind, bad)}: missing value in time "
-                f"column {column!r}"
-            )
         array = values.to_numpy()
-        _check_finite(array, values, None, column, where, kind)
+        _check_finite(cells, array, values)
         return array.astype(
             np.int64 if np.issubdtype(array.dtype, np.integer) else float
         )
     text = values.astype(str).str.strip()
-    missing = ((text == "") | text.str.lower().isin(_MISSING_TOKENS)).to_numpy()
-    if values.isna().any() or missing.any():
-        bad = _first(values, values.isna().to_numpy() | missing)
-        raise ValueError(
-            f"{where}, {_row_label(kind, bad)}: missing value in time column {column!r}"
-        )
     numbers = pd.to_numeric(text, errors="coerce")
     is_number = numbers.notna().to_numpy()
     if is_number.all():
@@ -502,27 +508,32 @@ def _convert_time(values: pd.Series, column: str, where: str, kind: str) -> np.n
         array = array.astype(
             np.int64 if np.issubdtype(array.dtype, np.integer) else float
         )
-        _check_finite(array, values, text, column, where, kind)
+        _check_finite(cells, array, text)
         return array
+    others = np.flatnonzero(~is_number)
+    rest = text.iloc[others]
+    missing = ((rest == "") | rest.str.lower().isin(_MISSING_TOKENS)).to_numpy()
+    if missing.any():
+        raise missing_error(int(others[_first(missing)]))
     if is_number.any():
         # Numbers and other text in one column: name the first cell that does
         # not fit the majority.
         if 2 * int(is_number.sum()) >= len(text):
-            bad, example = _first(values, ~is_number), _first(values, is_number)
+            bad, example = int(others[0]), _first(is_number)
             expected = "a number like the other timestamps"
-            if pd.isna(pd.to_datetime(text[bad], errors="coerce", utc=True)):
+            if pd.isna(pd.to_datetime(text.iloc[bad], errors="coerce", utc=True)):
                 raise ValueError(
-                    f"{where}, {_row_label(kind, bad)}, column {column!r}: "
-                    f"expected a numeric timestamp or a date, got {text[bad]!r}"
+                    f"{cells.at(bad)}: expected a numeric timestamp or a date, "
+                    f"got {text.iloc[bad]!r}"
                 )
         else:
-            bad, example = _first(values, is_number), _first(values, ~is_number)
+            bad, example = _first(is_number), int(others[0])
             expected = "a date like the other timestamps"
         raise ValueError(
-            f"{where}, {_row_label(kind, bad)}, column {column!r}: expected "
-            f"{expected} of the column (e.g. {text[example]!r} on "
-            f"{_row_label(kind, example)}), got {text[bad]!r}; a time column "
-            "must hold only numbers or only dates"
+            f"{cells.at(bad)}: expected {expected} of the column (e.g. "
+            f"{text.iloc[example]!r} on "
+            f"{_row_label(kind, cells.labels[example])}), got {text.iloc[bad]!r}; "
+            "a time column must hold only numbers or only dates"
         )
     try:
         dates = pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
@@ -535,10 +546,10 @@ def _convert_time(values: pd.Series, column: str, where: str, kind: str) -> np.n
             .to_numpy()
             .astype(np.int64)
         )
-    bad = _first(values, dates.isna())
+    bad = _first(dates.isna())
     raise ValueError(
-        f"{where}, {_row_label(kind, bad)}, column {column!r}: expected a numeric "
-        f"timestamp or a date, got {text[bad]!r}"
+        f"{cells.at(bad)}: expected a numeric timestamp or a date, got "
+        f"{text.iloc[bad]!r}"
     )
 
 
