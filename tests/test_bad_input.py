@@ -116,6 +116,16 @@ def test_id_beyond_int64_is_an_error_naming_file_column_and_line(tmp_path):
         read_interactions(log)
 
 
+def test_clean_logs_still_read_without_a_warning(tmp_path):
+    path = write(tmp_path, "log.csv", HEADER + "1,-2,3\n10,0,4\n")
+    strings = write(tmp_path, "s.csv", HEADER + "u1,B00X,3\nu2,0439,4\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        frame = read_interactions(path)
+        assert frame["item"].dtype == np.int64 and frame["item"].tolist() == [-2, 0]
+        assert read_interactions(strings)["item"].tolist() == ["B00X", "0439"]
+
+
 # ------------------------------------------------------------ 6. timestamps
 
 
@@ -285,6 +295,19 @@ def test_attributes_matching_no_kept_item_are_an_error():
         )
     with pytest.raises(ValueError, match=r"none of its 0 keys"):
         from_interactions(_attribute_log(), min_count=None, item_attributes={})
+
+
+def test_item_attributes_must_be_a_mapping_of_lists():
+    with pytest.raises(ValueError, match=r"`item_attributes` must be a dict.*list"):
+        from_interactions(_attribute_log(), min_count=None, item_attributes=[[1]])
+    with pytest.raises(ValueError, match=r"item '10': expected a list of attribute"):
+        from_interactions(
+            _attribute_log(), min_count=None, item_attributes={"10": "abc"}
+        )
+    # A pandas Series indexed by item id works like a dict.
+    series = pd.Series({"10": [7], "30": [6]})
+    ds = from_interactions(_attribute_log(), min_count=None, item_attributes=series)
+    assert ds.item_attributes == {3: [7], 2: [6]}
 
 
 def test_two_keys_naming_one_item_are_an_error():

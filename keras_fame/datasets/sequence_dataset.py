@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -573,7 +573,9 @@ def from_interactions(
     [[1, 2, 3], [2, 3, 1]]
     """
     check_min_counts(min_count, min_user_count, min_item_count)
-    if item_attributes is not None and not isinstance(item_attributes, Mapping):
+    if item_attributes is not None and not callable(
+        getattr(item_attributes, "items", None)
+    ):
         raise ValueError(
             "`item_attributes` must be a dict `item id -> list of attribute ids` "
             f"or None. Received: {type(item_attributes).__name__}"
@@ -633,8 +635,12 @@ def _examples(values: Iterable, count: int = 3) -> str:
     return ", ".join(shown) if shown else "none"
 
 
-def _match_attributes(item_attributes: Mapping, vocabulary: Vocabulary) -> dict:
-    """Remaps `original id -> attributes` to `model id -> attributes` by text."""
+def _match_attributes(item_attributes, vocabulary: Vocabulary) -> dict:
+    """Remaps `original id -> attributes` to `model id -> attributes` by text.
+
+    `item_attributes` is a dict (or anything with `.items()`, e.g. a pandas
+    Series indexed by item id).
+    """
     by_text = {str(original): model for original, model in vocabulary.items()}
     attributes: dict[int, list] = {}
     source_key: dict[int, object] = {}
