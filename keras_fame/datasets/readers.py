@@ -374,8 +374,8 @@ def _convert_ids(
                 bad = _first(too_big)
                 raise ValueError(
                     f"{cells.at(bad)}: id {_shown(values.iloc[bad])} is outside the "
-                    "int64 range [-2**63, 2**63 - 1]; pass id_type='str' to read "
-                    "the ids as text"
+                    "int64 range [-2**63, 2**63 - 1]; convert the column to "
+                    "strings first (e.g. `frame[column].astype(str)`)"
                 )
         return values.to_numpy(dtype=np.int64)
     if pd.api.types.is_float_dtype(values):
