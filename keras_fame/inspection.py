@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from keras_fame.models import FAME
 
+_HOW_TO_PASS = (
+    "pass a dict item id -> attribute ids with at least one item's attributes, "
+    "or an int array (num_items + 1, num_facets) of facet values"
+)
+
 
 def _attribute_matrix(attributes, num_items: int):
     """Item attributes as an int matrix `(num_items + 1, F)` (-1 = unknown)."""
+    if attributes is None:
+        raise ValueError(
+            "`attributes` is None: there are no item attributes to align with "
+            "(a dataset read without attributes has `item_attributes=None`); "
+            + _HOW_TO_PASS
+        )
     if isinstance(attributes, Mapping):
+        if not attributes or not any(len(v) for v in attributes.values()):
+            raise ValueError(
+                f"`attributes` holds no attribute ({len(attributes)} items, none "
+                "with an attribute id), so there is nothing to align with; "
+                + _HOW_TO_PASS
+            )
         # Amazon style: item -> list of attribute ids; one "facet" that
         # matches when two items share any attribute.
         return None, attributes
@@ -21,6 +39,18 @@ def _attribute_matrix(attributes, num_items: int):
             "`attributes` must be a dict item id -> attribute ids, or an int array "
             f"(num_items + 1, num_facets) = ({num_items + 1}, F). "
             f"Received shape {matrix.shape}."
+        )
+    if matrix.dtype.kind not in "iu":
+        raise ValueError(
+            "`attributes` must be an int array of facet values (-1 = unknown). "
+            f"Received dtype {matrix.dtype}."
+        )
+    unknown = np.flatnonzero((matrix[1:] < 0).all(axis=0))
+    if unknown.size:
+        raise ValueError(
+            f"`attributes` column {int(unknown[0])} is -1 (unknown) for every item, "
+            "so that facet has nothing to align with; drop the column or fill in "
+            "its values"
         )
     return matrix, None
 
@@ -61,15 +91,32 @@ def head_facet_alignment(
         max_attribute_share: Dict attributes only: attributes carried by more
             than this share of the catalogue (e.g. the top-level category
             that every Amazon Sports item has) are ignored, since sharing
-            them says nothing about a facet.
+            them says nothing about a facet. A number in (0, 1].
 
     Returns:
         A dict: `facets` (names), `agreement` `(num_heads, F)`, `final` `(F,)`,
         `chance` `(F,)`, `mean_gate` `(num_heads,)`, `users` (count).
+
+    Raises:
+        ValueError: when there is nothing to align with: `attributes` is
+            None (a dataset without attributes) or an empty dict, a facet
+            column is unknown (-1) for every item, or `max_attribute_share`
+            ignores every attribute (the message names the share that would
+            keep the rarest one); also on a malformed `attributes`,
+            `facet_names` or `max_attribute_share`.
     """
     if not isinstance(model, FAME):
         raise TypeError(
             f"`model` must be a keras_fame.models.FAME. Received: {type(model)}"
+        )
+    if (
+        isinstance(max_attribute_share, bool)
+        or not isinstance(max_attribute_share, (int, float, np.integer, np.floating))
+        or not 0 < max_attribute_share <= 1
+    ):
+        raise ValueError(
+            "`max_attribute_share` must be a number in (0, 1]. Received: "
+            f"max_attribute_share={max_attribute_share!r}"
         )
     matrix, mapping = _attribute_matrix(attributes, model.num_items)
     features, _ = dataset.eval_arrays(split, max_len=model.max_len)
@@ -100,7 +147,27 @@ def head_facet_alignment(
         common = {
             a for a, c in counts.items() if c > max_attribute_share * model.num_items
         }
+        if len(common) == len(counts):
+            rarest = min(counts.values())
+            needed = math.ceil(rarest / model.num_items * 1000) / 1000
+            raise ValueError(
+                f"`max_attribute_share={max_attribute_share}` ignores every one of "
+                f"the {len(counts)} attributes: each is carried by more than "
+                f"{max_attribute_share:.0%} of the {model.num_items} items (the "
+                f"rarest by {rarest} items, {rarest / model.num_items:.1%}), so "
+                f"nothing is left to align with. Pass max_attribute_share={needed:g} "
+                "or more to keep the rarest attributes, "
+                "or attributes that tell items apart"
+            )
         sets = {int(i): set(v) - common for i, v in mapping.items()}
+        if not any(sets.get(i) for i in range(1, model.num_items + 1)):
+            raise ValueError(
+                f"`attributes`: none of its {len(mapping)} keys is a model item id "
+                f"in 1..{model.num_items} with an attribute left, so there is "
+                f"nothing to align with (example keys: {list(mapping)[:3]!r}); "
+                "pass the attributes by model item id, e.g. "
+                "`dataset.item_attributes`"
+            )
 
         def shares(items, anchor):
             anchor = np.asarray(anchor).reshape(-1)

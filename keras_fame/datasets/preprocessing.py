@@ -17,7 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from keras_fame.layers._utils import check_choice
+from keras_fame.layers._utils import (
+    check_choice,
+    check_non_negative_int,
+    check_positive_int,
+)
 
 DUPLICATE_POLICIES = ("keep", "drop_exact", "drop_consecutive", "keep_first")
 
@@ -357,8 +361,14 @@ def k_core_mask(
 
     Args:
         user_codes, item_codes: non-negative integer codes of each interaction.
-        min_user_count: minimum interactions per user.
-        min_item_count: minimum interactions per item.
+        min_user_count: minimum interactions per user (an integer >= 0; 0 and
+            1 keep every user).
+        min_item_count: minimum interactions per item (likewise).
+
+    Raises:
+        ValueError: on a count that is not a non-negative integer (booleans
+            and floats such as 2.5 included), or codes that are not 1-D
+            non-negative integer arrays of equal length.
 
     Returns:
         A tuple `(keep, rounds)`: `keep` is the final boolean mask and
@@ -369,6 +379,26 @@ def k_core_mask(
     >>> keep.tolist(), len(rounds)
     ([False, False, False], 2)
     """
+    min_user_count = check_non_negative_int("min_user_count", min_user_count)
+    min_item_count = check_non_negative_int("min_item_count", min_item_count)
+    user_codes = np.asarray(user_codes)
+    item_codes = np.asarray(item_codes)
+    for name, codes in (("user_codes", user_codes), ("item_codes", item_codes)):
+        if codes.ndim != 1 or (codes.size and codes.dtype.kind not in "iu"):
+            raise ValueError(
+                f"`{name}` must be a 1-D array of integer codes. Received: "
+                f"shape {codes.shape}, dtype {codes.dtype}"
+            )
+        if codes.size and codes.min() < 0:
+            raise ValueError(
+                f"`{name}` must hold non-negative codes. Received a minimum of "
+                f"{int(codes.min())}"
+            )
+    if len(user_codes) != len(item_codes):
+        raise ValueError(
+            f"`user_codes` and `item_codes` must have the same length. Received: "
+            f"{len(user_codes)} and {len(item_codes)}"
+        )
     keep = np.ones(len(user_codes), dtype=bool)
     rounds: list[np.ndarray] = []
     n_users = int(user_codes.max()) + 1 if len(user_codes) else 0
@@ -384,6 +414,21 @@ def k_core_mask(
         removed[np.flatnonzero(keep)[~ok]] = True
         keep &= ~removed
         rounds.append(removed)
+
+
+def check_min_counts(min_count=None, min_user_count=None, min_item_count=None) -> None:
+    """Raises a ValueError unless each k-core threshold is a positive int or None.
+
+    Booleans and floats (even whole ones such as 5.0) are refused, so that
+    `min_count=2.5` is not silently read as 2 and `min_count=-3` does not
+    silently disable the filter.
+    """
+    for name, value in (
+        ("min_count", min_count),
+        ("min_user_count", min_user_count),
+        ("min_item_count", min_item_count),
+    ):
+        check_positive_int(name, value, allow_none=True)
 
 
 @dataclasses.dataclass
@@ -428,16 +473,20 @@ def preprocess_interactions(
         interactions: a DataFrame with columns `user`, `item`, `time` (as
             returned by `read_interactions`).
         min_count: k of the k-core, applied to users and items (5 in the
-            paper). `None` or a value <= 1 disables filtering.
-        min_user_count: overrides `min_count` for users.
-        min_item_count: overrides `min_count` for items.
+            paper): a positive integer, or `None`. `None` or 1 disables
+            filtering.
+        min_user_count: overrides `min_count` for users (a positive integer
+            or `None`: use `min_count`).
+        min_item_count: overrides `min_count` for items (likewise).
         duplicates: duplicate policy, one of `DUPLICATE_POLICIES`.
 
     Returns:
         A `PreprocessResult`.
 
     Raises:
-        ValueError: on missing columns, a bad policy or when nothing is left.
+        ValueError: on missing columns, a bad policy, a count that is not a
+            positive integer or `None` (e.g. -3, 0, 2.5 or True), or when
+            nothing is left.
 
     Example:
     >>> import pandas as pd
@@ -447,6 +496,7 @@ def preprocess_interactions(
     >>> result.items.tolist(), result.vocabulary.item_ids.tolist()
     ([1, 2, 2], ['y', 'x'])
     """
+    check_min_counts(min_count, min_user_count, min_item_count)
     for column in ("user", "item", "time"):
         if column not in interactions.columns:
             raise ValueError(
@@ -496,8 +546,8 @@ def preprocess_interactions(
 
     k_user = min_count if min_user_count is None else min_user_count
     k_item = min_count if min_item_count is None else min_item_count
-    k_user = int(k_user or 0)
-    k_item = int(k_item or 0)
+    k_user = 0 if k_user is None else int(k_user)
+    k_item = 0 if k_item is None else int(k_item)
     if max(k_user, k_item) > 1 and len(user_codes):
         _, rounds = k_core_mask(user_codes, item_codes, k_user, k_item)
         alive = np.ones(len(user_codes), dtype=bool)

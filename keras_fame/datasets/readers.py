@@ -11,11 +11,13 @@ Readers never filter or remap anything; that is the job of
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
 import os
 import re
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -29,6 +31,21 @@ PathLike = str | os.PathLike
 _INT_TOKEN = re.compile(r"[0-9]+", re.ASCII)
 _INT_LINE = re.compile(r"[0-9]+(?:[ \t]+[0-9]+)*", re.ASCII)
 _CANONICAL_INT = r"-?[1-9][0-9]*|0"
+# A number written with a fraction, an exponent or as infinity ('6.5', '7.0',
+# '1e3', 'inf'): never an integer id, whatever its value.
+_NON_INTEGER_NUMBER = (
+    r"[+-]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+(?:\.[0-9]*)?[eE][+-]?[0-9]+"
+    r"|[0-9]*\.[0-9]+[eE][+-]?[0-9]+|inf|infinity)"
+)
+_DIGITS = r"[+-]?[0-9]+"
+# Cells that spreadsheets and pandas write for a missing value.
+_MISSING_TOKENS = frozenset(
+    {
+        "nan", "-nan", "+nan", "na", "n/a", "#n/a", "#n/a n/a", "#na", "<na>",
+        "null", "none", "nil", "nat", "-1.#ind", "1.#ind", "-1.#qnan", "1.#qnan",
+    }
+)  # fmt: skip
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 _TEXT_FORMATS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 _PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -42,6 +59,38 @@ def _existing_file(path: PathLike, what: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{what} is not a file: {path}")
     return path
+
+
+def _decoding_error(path: Path, encoding: str, hint: str = "") -> ValueError:
+    """A ValueError naming the first line of `path` that is not `encoding`."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    line_number = 0
+    with open(path, "rb") as f:
+        for line_number, raw in enumerate(f, start=1):
+            try:
+                decoder.decode(raw)
+            except UnicodeDecodeError as e:
+                bad = e.object[e.start : e.end]
+                return ValueError(
+                    f"{path}, line {line_number}: bytes {bad!r} are not valid "
+                    f"{encoding} ({e.reason}){hint}"
+                )
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as e:
+        return ValueError(
+            f"{path}, line {line_number}: the file ends inside a {encoding} "
+            f"character ({e.reason}){hint}"
+        )
+    return ValueError(f"{path}: cannot decode the file as {encoding}{hint}")
+
+
+def _read_text(path: Path) -> str:
+    """The UTF-8 text of `path`, or a ValueError naming the undecodable line."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise _decoding_error(path, "utf-8") from None
 
 
 # ---------------------------------------------------------------------------
@@ -137,30 +186,39 @@ def read_sequence_file(path: PathLike) -> tuple[np.ndarray, list[np.ndarray]]:
 
     Raises:
         FileNotFoundError: if `path` does not exist.
-        ValueError: on malformed content (see `parse_sequence_lines`).
+        ValueError: on malformed content (see `parse_sequence_lines`), or a
+            byte that is not UTF-8 (the message names the line).
 
     Example:
     >>> users, seqs = read_sequence_file("Beauty.txt")  # doctest: +SKIP
     """
     path = _existing_file(path, "sequence file")
-    with open(path, encoding="utf-8") as f:
-        return parse_sequence_lines(f, source=str(path))
+    try:
+        with open(path, encoding="utf-8") as f:
+            return parse_sequence_lines(f, source=str(path))
+    except UnicodeDecodeError:
+        raise _decoding_error(path, "utf-8") from None
 
 
 def parse_item_attributes(text: str, source: str = "<attributes>") -> dict:
     """Parses an item-attribute JSON document (`{"item id": [attr, ...]}`).
 
     Args:
-        text: the JSON text. Keys are item ids written as strings, values are
-            lists of integer attribute ids.
+        text: the JSON text. Keys are item ids written as strings (canonical
+            integers: no sign, no leading zeros), values are lists of integer
+            attribute ids.
         source: how to name the input in error messages.
 
     Returns:
-        A dict mapping int item id to a list of int attribute ids.
+        A dict mapping int item id to a list of int attribute ids. Item ids
+        are integers here; `from_interactions(item_attributes=...)` matches
+        keys to a log's item ids by their text, so the dict also works on a
+        log whose item ids were read as strings.
 
     Raises:
-        ValueError: on invalid JSON, a non-object document, a non-integer key
-            or a value that is not a list of integers.
+        ValueError: on invalid JSON, a non-object document, a key that is not
+            a canonical integer, a key that appears twice or a value that is
+            not a list of integers.
 
     Example:
     >>> parse_item_attributes('{"4": [1, 2], "83": [4]}')
@@ -171,12 +229,27 @@ def parse_item_attributes(text: str, source: str = "<attributes>") -> dict:
             f"{source}: file is empty; expected a JSON object "
             '{"item id": [attribute ids]}'
         )
+    repeated: list[str] = []
+
+    def pairs_to_dict(pairs):
+        out = {}
+        for key, value in pairs:
+            if key in out:
+                repeated.append(key)
+            out[key] = value
+        return out
+
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=pairs_to_dict)
     except json.JSONDecodeError as e:
         raise ValueError(
             f"{source}, line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}"
         ) from None
+    if repeated:
+        raise ValueError(
+            f"{source}: key {repeated[0]!r} appears more than once; expected "
+            "one entry per item (JSON keeps only the last)"
+        )
     if not isinstance(data, dict):
         raise ValueError(
             f"{source}: expected a JSON object mapping item ids to attribute "
@@ -187,6 +260,12 @@ def parse_item_attributes(text: str, source: str = "<attributes>") -> dict:
         if not _INT_TOKEN.fullmatch(key):
             raise ValueError(
                 f"{source}: key {key!r}: expected an integer item id as key"
+            )
+        if not re.fullmatch(_CANONICAL_INT, key):
+            raise ValueError(
+                f"{source}: key {key!r}: expected an integer item id written "
+                f"without leading zeros ({str(int(key))!r}); item ids are "
+                "matched by their text"
             )
         if not isinstance(value, list) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in value
@@ -210,13 +289,14 @@ def read_item_attributes(path: PathLike) -> dict[int, list[int]]:
 
     Raises:
         FileNotFoundError: if `path` does not exist.
-        ValueError: on malformed content (see `parse_item_attributes`).
+        ValueError: on malformed content (see `parse_item_attributes`), or a
+            byte that is not UTF-8 (the message names the line).
 
     Example:
     >>> attrs = read_item_attributes("Beauty_item2attributes.json")  # doctest: +SKIP
     """
     path = _existing_file(path, "item-attribute file")
-    return parse_item_attributes(path.read_text(encoding="utf-8"), str(path))
+    return parse_item_attributes(_read_text(path), str(path))
 
 
 # ---------------------------------------------------------------------------
@@ -231,86 +311,229 @@ def _row_label(kind: str, index) -> str:
     return f"row {index!r}"
 
 
+def _shown(value) -> str:
+    """`repr` of a cell, with NumPy scalars shown as Python values."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _first(mask) -> int:
+    """Position of the first true entry of a boolean mask."""
+    return int(np.flatnonzero(np.asarray(mask, dtype=bool))[0])
+
+
+class _Cells:
+    """A column by position, and how to name a cell in a message."""
+
+    def __init__(self, values: pd.Series, column: str, where: str, kind: str):
+        self.labels = values.index
+        self.values = values.reset_index(drop=True)
+        self.column, self.where, self.kind = column, where, kind
+
+    def at(self, position: int, column: bool = True) -> str:
+        """`file, line N[, column 'c']` for the cell at `position`."""
+        text = f"{self.where}, {_row_label(self.kind, self.labels[position])}"
+        return f"{text}, column {self.column!r}" if column else text
+
+
+def _check_int64_range(cells: _Cells, text: pd.Series) -> None:
+    """Raises on a canonical-integer id outside int64 (e.g. 10**20)."""
+    digits = text.str.len() - text.str.startswith("-").astype(int)
+    for position in np.flatnonzero(digits.to_numpy() >= 19):  # 2**63 < 10**19
+        if not _INT64_MIN <= int(text.iloc[position]) <= _INT64_MAX:
+            raise ValueError(
+                f"{cells.at(position)}: id {text.iloc[position]!r} is outside the "
+                "int64 range [-2**63, 2**63 - 1]; pass id_type='str' to read the "
+                "ids of this column as text"
+            )
+
+
 def _convert_ids(
     values: pd.Series, column: str, where: str, kind: str, id_type: str
 ) -> np.ndarray:
-    """Converts an id column to int64 (integer ids) or object (string ids)."""
+    """Converts an id column to int64 (integer ids) or object (string ids).
+
+    See `read_interactions` (`id_type`) for the rules; every way a column can
+    be read other than as the user would expect raises or warns, naming the
+    first line concerned.
+    """
+    cells = _Cells(values, column, where, kind)
+    values = cells.values
     if values.isna().any():
-        bad = values.index[values.isna().to_numpy()][0]
         raise ValueError(
-            f"{where}, {_row_label(kind, bad)}: missing value in id column {column!r}"
+            f"{cells.at(_first(values.isna()), column=False)}: missing value in "
+            f"id column {column!r}"
         )
     if pd.api.types.is_bool_dtype(values):
         raise ValueError(
             f"{where}: column {column!r} holds booleans; expected integer or string ids"
         )
     if pd.api.types.is_integer_dtype(values):
+        if pd.api.types.is_unsigned_integer_dtype(values):
+            too_big = values.to_numpy() > np.uint64(_INT64_MAX)
+            if too_big.any():
+                bad = _first(too_big)
+                raise ValueError(
+                    f"{cells.at(bad)}: id {_shown(values.iloc[bad])} is outside the "
+                    "int64 range [-2**63, 2**63 - 1]; convert the column to "
+                    "strings first (e.g. `frame[column].astype(str)`)"
+                )
         return values.to_numpy(dtype=np.int64)
     if pd.api.types.is_float_dtype(values):
         array = values.to_numpy(dtype=np.float64)
-        fractional = array != np.round(array)
+        with np.errstate(invalid="ignore"):
+            fractional = ~np.isfinite(array) | (array != np.round(array))
         if fractional.any():
-            bad = values.index[fractional][0]
+            bad = _first(fractional)
             raise ValueError(
-                f"{where}, {_row_label(kind, bad)}, column {column!r}: expected "
-                f"an integer or string id, got {values[bad]!r}"
+                f"{cells.at(bad)}: expected an integer or string id, got "
+                f"{_shown(values.iloc[bad])}"
+            )
+        too_big = (array < -(2.0**63)) | (array >= 2.0**63)
+        if too_big.any():
+            bad = _first(too_big)
+            raise ValueError(
+                f"{cells.at(bad)}: id {_shown(values.iloc[bad])} is outside the "
+                "int64 range [-2**63, 2**63 - 1]"
             )
         return array.astype(np.int64)
     text = values.astype(str).str.strip()
     empty = (text == "").to_numpy()
     if empty.any():
-        bad = values.index[empty][0]
         raise ValueError(
-            f"{where}, {_row_label(kind, bad)}: missing value in id column {column!r}"
+            f"{cells.at(_first(empty), column=False)}: missing value in id column "
+            f"{column!r}"
         )
-    is_int = text.str.fullmatch(_CANONICAL_INT).to_numpy(dtype=bool)
-    if id_type == "int":
-        if not is_int.all():
-            bad = values.index[~is_int][0]
-            raise ValueError(
-                f"{where}, {_row_label(kind, bad)}, column {column!r}: expected "
-                f"an integer id, got {text[bad]!r}"
+    if id_type == "str":
+        missing = text.str.lower().isin(_MISSING_TOKENS).to_numpy()
+        if missing.any():
+            bad = _first(missing)
+            warnings.warn(
+                f"{cells.at(bad)}: {text.iloc[bad]!r} usually marks a missing "
+                f"value; it is kept as the string id {text.iloc[bad]!r} "
+                "(id_type='str')",
+                UserWarning,
+                stacklevel=4,
             )
-    if id_type != "str" and is_int.all():
+        return text.to_numpy(dtype=object)
+    is_int = text.str.fullmatch(_CANONICAL_INT).to_numpy(dtype=bool)
+    if is_int.all():
+        _check_int64_range(cells, text)
         return text.astype(np.int64).to_numpy()
+    # Some ids are not canonical integers: first any missing-value token
+    # (only those cells can be one), then the id_type rules.
+    others = np.flatnonzero(~is_int)
+    missing = text.iloc[others].str.lower().isin(_MISSING_TOKENS).to_numpy()
+    if missing.any():
+        bad = int(others[_first(missing)])
+        raise ValueError(
+            f"{cells.at(bad, column=False)}: missing value {text.iloc[bad]!r} in "
+            f"id column {column!r}; every interaction needs an id (if "
+            f"{text.iloc[bad]!r} is a real id, pass id_type='str')"
+        )
+    bad = int(others[0])
+    if id_type == "int":
+        raise ValueError(
+            f"{cells.at(bad)}: expected an integer id, got {text.iloc[bad]!r}"
+        )
+    fraction = text.str.fullmatch(_NON_INTEGER_NUMBER, case=False).to_numpy(bool)
+    digits = text.str.fullmatch(_DIGITS).to_numpy(dtype=bool)
+    if fraction.any() and (fraction | digits).all():
+        bad = _first(fraction)
+        raise ValueError(
+            f"{cells.at(bad)}: expected an integer id, got the number "
+            f"{text.iloc[bad]!r}; the other ids of the column are numbers too. "
+            "Pass id_type='str' to read the ids as text"
+        )
+    if is_int.any():
+        example = _first(is_int)
+        warnings.warn(
+            f"{cells.at(bad)}: {text.iloc[bad]!r} is not an integer id, so all "
+            f"{len(text):,} ids of the column are read as strings, although "
+            f"{int(is_int.sum()):,} are written as integers (e.g. "
+            f"{text.iloc[example]!r} on "
+            f"{_row_label(kind, cells.labels[example])}). Pass id_type='str' to "
+            "read them as text without this warning, or id_type='int' to make it "
+            "an error",
+            UserWarning,
+            stacklevel=4,
+        )
     return text.to_numpy(dtype=object)
 
 
-def _convert_time(values: pd.Series, column: str, where: str, kind: str) -> np.ndarray:
-    """Converts a time column to int64 or float64 (numbers or dates)."""
-    if pd.api.types.is_datetime64_any_dtype(values):
-        if values.isna().any():
-            bad = values.index[values.isna().to_numpy()][0]
+def _check_finite(cells: _Cells, array: np.ndarray, shown: pd.Series) -> None:
+    """Raises on an infinite (or NaN) timestamp."""
+    if array.dtype.kind == "f":
+        infinite = ~np.isfinite(array)
+        if infinite.any():
+            bad = _first(infinite)
             raise ValueError(
-                f"{where}, {_row_label(kind, bad)}: missing value in time "
-                f"column {column!r}"
+                f"{cells.at(bad)}: timestamp {_shown(shown.iloc[bad])} is not "
+                "finite; expected a finite number or a date"
             )
-        return values.astype("datetime64[ns]").to_numpy().astype(np.int64)
+
+
+def _convert_time(values: pd.Series, column: str, where: str, kind: str) -> np.ndarray:
+    """Converts a time column to int64 or float64 (numbers or dates).
+
+    A column is either all numbers (finite) or all dates; a missing value, an
+    infinite number or a column mixing numbers and dates raises, naming the
+    first line that does not fit.
+    """
+    cells = _Cells(values, column, where, kind)
+    values = cells.values
+
+    def missing_error(position: int) -> ValueError:
+        return ValueError(
+            f"{cells.at(position, column=False)}: missing value in time column "
+            f"{column!r}"
+        )
+
     if pd.api.types.is_bool_dtype(values):
         raise ValueError(f"{where}: time column {column!r} holds booleans")
+    if values.isna().any():
+        raise missing_error(_first(values.isna()))
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values.astype("datetime64[ns]").to_numpy().astype(np.int64)
     if pd.api.types.is_numeric_dtype(values):
-        if values.isna().any():
-            bad = values.index[values.isna().to_numpy()][0]
-            raise ValueError(
-                f"{where}, {_row_label(kind, bad)}: missing value in time "
-                f"column {column!r}"
-            )
         array = values.to_numpy()
+        _check_finite(cells, array, values)
         return array.astype(
             np.int64 if np.issubdtype(array.dtype, np.integer) else float
         )
     text = values.astype(str).str.strip()
-    empty = (text == "").to_numpy()
-    if empty.any():
-        bad = values.index[empty][0]
-        raise ValueError(
-            f"{where}, {_row_label(kind, bad)}: missing value in time column {column!r}"
-        )
     numbers = pd.to_numeric(text, errors="coerce")
-    if not numbers.isna().any():
+    is_number = numbers.notna().to_numpy()
+    if is_number.all():
         array = numbers.to_numpy()
-        return array.astype(
+        array = array.astype(
             np.int64 if np.issubdtype(array.dtype, np.integer) else float
+        )
+        _check_finite(cells, array, text)
+        return array
+    others = np.flatnonzero(~is_number)
+    rest = text.iloc[others]
+    missing = ((rest == "") | rest.str.lower().isin(_MISSING_TOKENS)).to_numpy()
+    if missing.any():
+        raise missing_error(int(others[_first(missing)]))
+    if is_number.any():
+        # Numbers and other text in one column: name the first cell that does
+        # not fit the majority.
+        if 2 * int(is_number.sum()) >= len(text):
+            bad, example = int(others[0]), _first(is_number)
+            expected = "a number like the other timestamps"
+            if pd.isna(pd.to_datetime(text.iloc[bad], errors="coerce", utc=True)):
+                raise ValueError(
+                    f"{cells.at(bad)}: expected a numeric timestamp or a date, "
+                    f"got {text.iloc[bad]!r}"
+                )
+        else:
+            bad, example = _first(is_number), int(others[0])
+            expected = "a date like the other timestamps"
+        raise ValueError(
+            f"{cells.at(bad)}: expected {expected} of the column (e.g. "
+            f"{text.iloc[example]!r} on "
+            f"{_row_label(kind, cells.labels[example])}), got {text.iloc[bad]!r}; "
+            "a time column must hold only numbers or only dates"
         )
     try:
         dates = pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
@@ -323,16 +546,15 @@ def _convert_time(values: pd.Series, column: str, where: str, kind: str) -> np.n
             .to_numpy()
             .astype(np.int64)
         )
-    bad_mask = (numbers.isna() & dates.isna()).to_numpy()
-    bad = values.index[bad_mask][0] if bad_mask.any() else values.index[0]
+    bad = _first(dates.isna())
     raise ValueError(
-        f"{where}, {_row_label(kind, bad)}, column {column!r}: expected a numeric "
-        f"timestamp or a date, got {text[bad]!r}"
+        f"{cells.at(bad)}: expected a numeric timestamp or a date, got "
+        f"{text.iloc[bad]!r}"
     )
 
 
 def _read_table(
-    path: Path, sep: str | None, file_format: str | None
+    path: Path, sep: str | None, file_format: str | None, encoding: str = "utf-8"
 ) -> tuple[pd.DataFrame, str]:
     """Reads a CSV/TSV/Parquet file; returns the frame and its row kind."""
     suffix = path.suffix.lower()
@@ -372,7 +594,15 @@ def _read_table(
             na_filter=False,
             skip_blank_lines=False,
             engine="c" if len(sep) == 1 else "python",
+            encoding=encoding,
         )
+    except UnicodeDecodeError:
+        hint = (
+            "; pass `encoding=` with the file's encoding (e.g. encoding='latin-1')"
+            if codecs.lookup(encoding).name == "utf-8"
+            else "; pass `encoding=` with the file's encoding"
+        )
+        raise _decoding_error(path, encoding, hint) from None
     except pd.errors.EmptyDataError:
         raise ValueError(
             f"{path}: file is empty; expected a header line naming the columns "
@@ -393,6 +623,7 @@ def read_interactions(
     sep: str | None = None,
     file_format: str | None = None,
     id_type: str = "auto",
+    encoding: str = "utf-8",
 ) -> pd.DataFrame:
     """Reads an interaction log into a `(user, item, time)` DataFrame.
 
@@ -407,20 +638,44 @@ def read_interactions(
         sep: field separator of a text file; by default `,` for `.csv` and a
             tab for `.tsv`. Giving it lets any suffix be read as text.
         file_format: `"csv"`, `"tsv"` or `"parquet"` to override the suffix.
-        id_type: `"auto"` (integers when every id of a column is written as a
-            canonical integer, strings otherwise), `"int"` (fail on any
-            non-integer id) or `"str"` (keep ids as strings).
+        id_type: how the ids of a text column are read:
+            - `"auto"`: int64 when every id of the column is a canonical
+              integer (`7`, `-3`; not `007`, `+7` or `7.0`), strings
+              otherwise. A column of numbers in which some are not integers
+              (`6.5`, `7.0`, `1e3`, `inf`) is an error, not strings; a column
+              that mixes integers with other text (`7`, `B00X`, `007`) is read
+              as strings with a `UserWarning` naming the first non-integer
+              line.
+            - `"int"`: every id must be a canonical integer, else an error.
+            - `"str"`: every id is kept as text, without a warning.
+            In every mode a missing id (an empty cell, or `NaN`, `NA`,
+            `null`, `None`, ... outside `id_type="str"`) is an error naming
+            its line, and an integer id outside int64 (e.g. `10**20`) is an
+            error that suggests `id_type="str"`. Numeric columns of a
+            DataFrame or Parquet file are kept as integers (a float column
+            must hold whole, finite numbers).
+        encoding: text encoding of a CSV/TSV file (`"utf-8"` by default; e.g.
+            `"latin-1"` for older exports).
 
     Returns:
         A DataFrame with columns `user`, `item` (int64 or object) and `time`
         (int64 or float64; dates become nanoseconds since the epoch), in the
-        order of the input rows.
+        order of the input rows. A time column holds only numbers or only
+        dates, all finite.
 
     Raises:
         FileNotFoundError: if the file does not exist.
-        ValueError: on an empty file, a malformed line, a missing column, a
-            missing value, a non-integer id (with `id_type="int"`) or an
-            unparsable timestamp; the message names file, line and column.
+        ValueError: on an empty file, a malformed line, a byte that is not
+            valid in `encoding`, a missing column, a missing value, a
+            non-integer number or an out-of-range integer as id, a non-integer
+            id with `id_type="int"`, or a timestamp that is unparsable,
+            infinite or a date among numbers (or a number among dates); the
+            message names file, line and column.
+
+    Warns:
+        UserWarning: with `id_type="auto"`, when a column that mixes integers
+            and other text is read as strings; with `id_type="str"`, when an
+            id reads like a missing value (`NA`, `NaN`, ...).
 
     Example:
     >>> import pandas as pd
@@ -430,11 +685,23 @@ def read_interactions(
     ['a', 'b']
     """
     id_type = check_choice("id_type", id_type, ("auto", "int", "str"))
+    if not isinstance(encoding, str):
+        raise ValueError(
+            f"`encoding` must be the name of a text encoding such as 'utf-8'. "
+            f"Received: encoding={encoding!r}"
+        )
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(
+            f"`encoding` must be the name of a text encoding such as 'utf-8' or "
+            f"'latin-1'. Received: encoding={encoding!r}"
+        ) from None
     if isinstance(source, pd.DataFrame):
         frame, kind, where = source, "row", "DataFrame"
     else:
         path = _existing_file(source, "interaction log")
-        frame, kind = _read_table(path, sep, file_format)
+        frame, kind = _read_table(path, sep, file_format, encoding)
         where = str(path)
     columns = {"user_col": user_col, "item_col": item_col}
     if time_col is not None:

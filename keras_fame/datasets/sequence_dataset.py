@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -15,6 +15,7 @@ from keras_fame.datasets import splits as _splits
 from keras_fame.datasets.preprocessing import (
     PreprocessReport,
     Vocabulary,
+    check_min_counts,
     preprocess_interactions,
 )
 from keras_fame.datasets.readers import (
@@ -520,6 +521,7 @@ def from_interactions(
     sep: str | None = None,
     file_format: str | None = None,
     id_type: str = "auto",
+    encoding: str = "utf-8",
     item_attributes: dict | None = None,
     name: str | None = None,
 ) -> SequenceDataset:
@@ -537,15 +539,29 @@ def from_interactions(
             `None` or 1 disables it).
         duplicates: `"drop_exact"` (default: drop repeated `(user, item,
             time)` rows), `"keep"`, `"drop_consecutive"` or `"keep_first"`.
-        min_user_count, min_item_count: separate k-core thresholds.
-        sep, file_format, id_type: see `read_interactions`.
+        min_user_count, min_item_count: separate k-core thresholds (positive
+            integers or `None`).
+        sep, file_format, id_type, encoding: see `read_interactions`.
         item_attributes: optional dict `original item id -> attribute ids`;
-            it is remapped to model ids (items not kept are dropped).
+            it is remapped to model ids (items not kept are dropped). Keys
+            are matched to the log's item ids by their text, `str(key) ==
+            str(item id)`, so the string keys of a JSON file (`{"4": [...]}`)
+            match integer item ids, and the int keys of
+            `read_item_attributes` match ids read as strings. A partial match
+            is fine (`ds.report.notes` says how many keys matched); a mapping
+            that matches none of the kept items is an error.
         name: dataset name (default: the file name or "dataframe").
 
     Returns:
         A `SequenceDataset`; `ds.vocabulary` maps original to model item ids
         and `ds.report` tells what was dropped and why.
+
+    Raises:
+        FileNotFoundError, ValueError: see `read_interactions` and
+            `preprocess_interactions`; also when `item_attributes` is not a
+            mapping of item ids to lists of attribute ids, when two of its
+            keys have the same text, or when none of its keys matches an item
+            kept after preprocessing.
 
     Example:
     >>> import pandas as pd
@@ -556,6 +572,14 @@ def from_interactions(
     >>> [s.tolist() for s in ds.sequences]
     [[1, 2, 3], [2, 3, 1]]
     """
+    check_min_counts(min_count, min_user_count, min_item_count)
+    if item_attributes is not None and not callable(
+        getattr(item_attributes, "items", None)
+    ):
+        raise ValueError(
+            "`item_attributes` must be a dict `item id -> list of attribute ids` "
+            f"or None. Received: {type(item_attributes).__name__}"
+        )
     frame = read_interactions(
         source,
         user_col,
@@ -564,6 +588,7 @@ def from_interactions(
         sep=sep,
         file_format=file_format,
         id_type=id_type,
+        encoding=encoding,
     )
     result = preprocess_interactions(
         frame,
@@ -580,11 +605,13 @@ def from_interactions(
         )
     attributes = None
     if item_attributes is not None:
-        attributes = {
-            result.vocabulary[k]: list(v)
-            for k, v in item_attributes.items()
-            if k in result.vocabulary
-        }
+        attributes = _match_attributes(item_attributes, result.vocabulary)
+        kept = result.vocabulary.num_items
+        result.report.notes.append(
+            f"item_attributes: {len(attributes):,} of {len(item_attributes):,} "
+            f"keys match a kept item; {kept - len(attributes):,} of the "
+            f"{kept:,} items have no attributes"
+        )
     return SequenceDataset.from_flat(
         result.items,
         result.offsets,
@@ -594,6 +621,55 @@ def from_interactions(
         item_attributes=attributes,
         name=name,
     )
+
+
+def _examples(values: Iterable, count: int = 3) -> str:
+    """A few values with their types, e.g. `'4' (str), '83' (str)`."""
+    shown = []
+    for value in values:
+        if len(shown) == count:
+            break
+        if isinstance(value, np.generic):
+            value = value.item()
+        shown.append(f"{value!r} ({type(value).__name__})")
+    return ", ".join(shown) if shown else "none"
+
+
+def _match_attributes(item_attributes, vocabulary: Vocabulary) -> dict:
+    """Remaps `original id -> attributes` to `model id -> attributes` by text.
+
+    `item_attributes` is a dict (or anything with `.items()`, e.g. a pandas
+    Series indexed by item id).
+    """
+    by_text = {str(original): model for original, model in vocabulary.items()}
+    attributes: dict[int, list] = {}
+    source_key: dict[int, object] = {}
+    for key, value in item_attributes.items():
+        if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+            raise ValueError(
+                f"`item_attributes`: item {key!r}: expected a list of attribute "
+                f"ids, got {value!r}"
+            )
+        text = str(key.item() if isinstance(key, np.generic) else key)
+        model = by_text.get(text)
+        if model is None:
+            continue
+        if model in attributes:
+            raise ValueError(
+                f"`item_attributes`: the keys {source_key[model]!r} and {key!r} "
+                f"both name item {text!r} (keys are matched by their text)"
+            )
+        attributes[model] = list(value)
+        source_key[model] = key
+    if not attributes:
+        raise ValueError(
+            f"`item_attributes`: none of its {len(item_attributes):,} keys matches "
+            f"one of the {vocabulary.num_items:,} items kept after preprocessing "
+            "(0 matches). Keys are matched to item ids by their text, str(key) == "
+            f"str(item id). Example keys: {_examples(item_attributes)}; example "
+            f"item ids: {_examples(vocabulary.item_ids)}"
+        )
+    return attributes
 
 
 def from_sequence_file(
