@@ -1,4 +1,4 @@
-"""Prints the committed results as Markdown tables (used for the README).
+"""Prints the committed results as Markdown tables (research/REPORT.md).
 
 python benchmarks/summarize.py            # all results under benchmarks/results
 python benchmarks/summarize.py DIR        # Table 2 of DIR (e.g. benchmarks/results/paper-recipe)
