@@ -24,20 +24,22 @@ Usage:
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks.provenance import machine_description, source_commit  # noqa: E402
 from keras_fame import datasets  # noqa: E402
 from keras_fame.models import FAME, SASRec  # noqa: E402
-from keras_fame.provenance import machine_description, source_commit  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:

@@ -49,7 +49,7 @@ def main(argv=None):
     )
     parser.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args(argv)
-    from keras_fame.provenance import machine_description, source_commit
+    from benchmarks.provenance import machine_description, source_commit
 
     commit = source_commit(ROOT)  # the code this run uses (read before training)
 

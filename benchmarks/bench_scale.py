@@ -308,7 +308,7 @@ def main(argv=None):
         print(f"eval full vs chunked ranks: {comparison}")
     import keras
 
-    from keras_fame.provenance import machine_description, source_commit
+    from benchmarks.provenance import machine_description, source_commit
 
     record = {
         "command": "python benchmarks/bench_scale.py " + " ".join(passthrough),

@@ -49,10 +49,10 @@ import tensorflow as tf  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.provenance import source_commit  # noqa: E402
 from keras_fame.datasets import Vocabulary  # noqa: E402
 from keras_fame.export import export_for_serving  # noqa: E402
 from keras_fame.models import FAME, SASRec  # noqa: E402
-from keras_fame.provenance import source_commit  # noqa: E402
 
 SPORTS = dict(
     num_items=18357, max_len=50, hidden_dim=64, num_blocks=2, num_heads=2, dropout=0.5

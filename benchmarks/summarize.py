@@ -1,12 +1,14 @@
-"""Prints the committed results as Markdown tables (used for the README).
+"""Prints the committed results as Markdown tables (research/REPORT.md).
 
 python benchmarks/summarize.py            # all results under benchmarks/results
 python benchmarks/summarize.py DIR        # Table 2 of DIR (e.g. benchmarks/results/paper-recipe)
 
 Runs of the package recipe with other seeds live in `results/seeds/seed<N>/`
 (the same command with `--seed N --results-dir benchmarks/results/seeds/seed<N>`);
-the seed table puts them next to the canonical seed-0 records. `results/earlier/`
-holds the records of the recipe before FAME's fine-tuning dropout became 0.3.
+the seed table puts them next to the canonical seed-0 records. The ablation
+records (`research/results/experiments/`) and the recipe's records from before
+FAME's fine-tuning dropout became 0.3 (`research/results/earlier/`) belong to
+the research report (`research/REPORT.md`).
 """
 
 import itertools
@@ -14,7 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
 
 
@@ -85,68 +88,70 @@ def seed_table(results_dir: Path = RESULTS) -> str:
 # (`--finetune-dropout none`), the default before 0.3: runs of the current code
 # (the last block runs the last position only), each fine-tuned from its
 # seed's SASRec stage of the default's row or from an earlier run of that
-# stage which ended at the same epoch and within 5e-5 (benchmarks/TABLE2.md).
+# stage which ended at the same epoch and within 5e-5 (research/REPORT.md).
+# Paths are relative to the checkout's root.
 VERSUS_PAPER = (
     (
         "beauty",
         "0.3 (default)",
         (
-            "beauty-fame.json",
-            "seeds/seed1/beauty-fame.json",
-            "seeds/seed2/beauty-fame.json",
+            "benchmarks/results/beauty-fame.json",
+            "benchmarks/results/seeds/seed1/beauty-fame.json",
+            "benchmarks/results/seeds/seed2/beauty-fame.json",
         ),
     ),
     (
         "beauty",
         "0.5 (paper)",
         (
-            "experiments/beauty-fame-last-position.json",
-            "earlier/seeds/seed1/beauty-fame.json",
-            "earlier/seeds/seed2/beauty-fame.json",
+            "research/results/experiments/beauty-fame-last-position.json",
+            "research/results/earlier/seeds/seed1/beauty-fame.json",
+            "research/results/earlier/seeds/seed2/beauty-fame.json",
         ),
     ),
     (
         "sports",
         "0.3 (default)",
         (
-            "sports-fame.json",
-            "seeds/seed1/sports-fame.json",
-            "seeds/seed2/sports-fame.json",
+            "benchmarks/results/sports-fame.json",
+            "benchmarks/results/seeds/seed1/sports-fame.json",
+            "benchmarks/results/seeds/seed2/sports-fame.json",
         ),
     ),
     (
         "sports",
         "0.5 (paper)",
         (
-            "experiments/sports-fame-finetune-dropout-none.json",
-            "earlier/seeds/seed1/sports-fame.json",
-            "earlier/seeds/seed2/sports-fame.json",
+            "research/results/experiments/sports-fame-finetune-dropout-none.json",
+            "research/results/earlier/seeds/seed1/sports-fame.json",
+            "research/results/earlier/seeds/seed2/sports-fame.json",
         ),
     ),
     (
         "toys",
         "0.3 (default)",
         (
-            "toys-fame.json",
-            "seeds/seed1/toys-fame.json",
-            "seeds/seed2/toys-fame.json",
+            "benchmarks/results/toys-fame.json",
+            "benchmarks/results/seeds/seed1/toys-fame.json",
+            "benchmarks/results/seeds/seed2/toys-fame.json",
         ),
     ),
     (
         "toys",
         "0.5 (paper)",
         (
-            "experiments/toys-fame-last-position.json",
-            "experiments/toys-fame-seed1-last-position.json",
-            "experiments/toys-fame-seed2-last-position.json",
+            "research/results/experiments/toys-fame-last-position.json",
+            "research/results/experiments/toys-fame-seed1-last-position.json",
+            "research/results/experiments/toys-fame-seed2-last-position.json",
         ),
     ),
 )
 
 
-def versus_paper(results_dir: Path = RESULTS, groups=VERSUS_PAPER) -> str:
+def versus_paper(root: Path = ROOT, groups=VERSUS_PAPER) -> str:
     """FAME's mean test metrics over seeds next to the paper's row, with the
-    lowest and highest ratio of the six."""
+    lowest and highest ratio of the six; `groups` name records by their path
+    under `root`."""
     rows = [
         "| dataset | fine-tuning dropout | seeds | "
         + " | ".join(METRICS)
@@ -159,7 +164,7 @@ def versus_paper(results_dir: Path = RESULTS, groups=VERSUS_PAPER) -> str:
 
     for dataset, dataset_groups in itertools.groupby(groups, key=lambda g: g[0]):
         for _, label, names in dataset_groups:
-            records = [json.loads((results_dir / n).read_text()) for n in names]
+            records = [json.loads((root / n).read_text()) for n in names]
             paper = records[0]["paper_test"]
             means = {
                 m: sum(r["test"][m] for r in records) / len(records) for m in METRICS
@@ -210,7 +215,7 @@ def main() -> None:
     print("\nSeeds (mean, min-max; benchmarks/results and results/seeds/):\n")
     print(seed_table(RESULTS))
     print("\nFAME over seeds against the paper's row:\n")
-    print(versus_paper(RESULTS))
+    print(versus_paper(ROOT))
     print("\nEpoch time, one row per user (benchmarks/results/epoch_time.json):\n")
     print(epoch_time(RESULTS))
     print(

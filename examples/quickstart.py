@@ -126,8 +126,16 @@ def main(argv=None):
         )
 
     facets = fame.facet_weights(features["item_ids"])
-    _plot(facets, truth, args.plot)
-    print(f"\nplot: {args.plot}")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:  # an optional dependency: the `plots` extra
+        print(
+            "\nno plot: it needs matplotlib, `pip install 'keras-fame[plots]'` "
+            "(or `pip install -e '.[plots]'` in a checkout)"
+        )
+    else:
+        _plot(facets, truth, args.plot)
+        print(f"\nplot: {args.plot}")
     return runs
 
 

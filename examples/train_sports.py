@@ -33,6 +33,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `benchmarks.provenance`
 
 PAPER_TABLE_2 = {  # test, full ranking (FAME paper, Table 2)
     "beauty": {
@@ -132,8 +133,8 @@ def _or_none(kind):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    from benchmarks.provenance import machine_description, source_commit
     from keras_fame import datasets
-    from keras_fame.provenance import machine_description, source_commit
     from keras_fame.training import METRICS, two_stage
 
     # The code this run uses (read now, not after training).

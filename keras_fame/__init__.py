@@ -11,7 +11,7 @@ from keras_fame import layers, models
 
 __version__ = "0.1.0"
 
-_LAZY = ("datasets", "evaluation", "export", "inspection", "provenance", "training")
+_LAZY = ("datasets", "evaluation", "export", "inspection", "training")
 
 __all__ = ["layers", "models", *_LAZY, "__version__"]
 

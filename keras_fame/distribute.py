@@ -18,7 +18,7 @@ set:
 - `"mirrored"`: `tf.distribute.MirroredStrategy` over every local GPU (or
   the devices given);
 - `"multi_worker"`: `tf.distribute.MultiWorkerMirroredStrategy`; each
-  machine runs the same command with its own `TF_CONFIG` (see the README).
+  machine runs the same command with its own `TF_CONFIG` (see the user guide, "Scale").
 
 Same seed, same numbers, with or without a strategy: the models skip the
 batch that Keras's TensorFlow trainer otherwise reads ahead under a strategy

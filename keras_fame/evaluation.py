@@ -1,7 +1,7 @@
 """Full-ranking evaluation for next-item recommendation.
 
 The protocol is the one of S3-Rec / ICLRec that the FAME paper reports
-(Sec. 5.2 of the paper; the README's "Evaluation protocol"):
+(Sec. 5.2 of the paper; the user guide's "Evaluation protocol"):
 
 - every item `1..num_items` of the catalogue is a candidate (no sampled
   negatives); id `0` is padding and is never a candidate;

@@ -7,7 +7,7 @@ import subprocess
 import keras
 import pytest
 
-from keras_fame.provenance import machine_description, source_commit
+from benchmarks.provenance import machine_description, source_commit
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 
@@ -20,10 +20,12 @@ def _git(root, *args):
 
 @pytest.fixture
 def checkout(tmp_path):
-    for folder in ("keras_fame", "benchmarks/results", "examples"):
+    for folder in ("keras_fame", "benchmarks/results", "research/results", "examples"):
         (tmp_path / folder).mkdir(parents=True)
     (tmp_path / "keras_fame" / "model.py").write_text("x = 1\n")
     (tmp_path / "benchmarks" / "results" / "toys.json").write_text("{}\n")
+    (tmp_path / "research" / "results" / "toys.json").write_text("{}\n")
+    (tmp_path / "research" / "REPORT.md").write_text("report\n")
     (tmp_path / "README.md").write_text("readme\n")
     _git(tmp_path, "init", "-q")
     _git(tmp_path, "add", ".")
@@ -51,9 +53,24 @@ def test_edited_code_marks_dirty_but_results_docs_and_new_files_do_not(checkout)
     head = _git(checkout, "rev-parse", "HEAD")
     (checkout / "README.md").write_text("edited\n")
     (checkout / "benchmarks" / "results" / "toys.json").write_text('{"a": 1}\n')
+    (checkout / "research" / "results" / "toys.json").write_text('{"a": 1}\n')
+    (checkout / "research" / "REPORT.md").write_text("edited\n")
     (checkout / "examples" / "new_script.py").write_text("untracked\n")
     assert source_commit(checkout) == head
     (checkout / "keras_fame" / "model.py").write_text("x = 2\n")
+    assert source_commit(checkout) == head + "+dirty"
+
+
+def test_edited_research_script_marks_dirty(checkout):
+    script = checkout / "research" / "scripts" / "bench.py"
+    script.parent.mkdir(parents=True)
+    script.write_text("x = 1\n")
+    _git(checkout, "add", ".")
+    _git(checkout, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit",
+         "-q", "-m", "script")  # fmt: skip
+    head = _git(checkout, "rev-parse", "HEAD")
+    assert source_commit(checkout) == head
+    script.write_text("x = 2\n")
     assert source_commit(checkout) == head + "+dirty"
 
 

@@ -29,7 +29,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import keras
-import keras_tuner
+
+try:
+    import keras_tuner
+except ImportError as e:  # an optional dependency: the `tuning` extra
+    raise ImportError(
+        "`tuning` needs KerasTuner: `pip install 'keras-fame[tuning]'` "
+        "(or `pip install -e '.[tuning]'` in a checkout)."
+    ) from e
 
 from keras_fame.evaluation import RankingEvaluation, evaluate_ranking
 from keras_fame.layers._utils import (

@@ -22,7 +22,13 @@ _SPLITS = ("val", "test")
 
 
 def _pyplot():
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as e:  # an optional dependency: the `tuning` extra
+        raise ImportError(
+            "The tuning plots need matplotlib: `pip install 'keras-fame[tuning]'` "
+            "(or `pip install -e '.[tuning]'` in a checkout)."
+        ) from e
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from keras_fame.provenance import machine_description, source_commit  # noqa: E402
+from benchmarks.provenance import machine_description, source_commit  # noqa: E402
 from tuning.hypermodel import HP_NAMES  # noqa: E402
 
 METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR")

@@ -39,7 +39,13 @@ if __package__ in (None, ""):  # `python tuning/search.py`: import from the repo
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras_tuner  # noqa: E402
+try:
+    import keras_tuner  # noqa: E402
+except ImportError as e:  # an optional dependency: the `tuning` extra
+    raise ImportError(
+        "`tuning` needs KerasTuner: `pip install 'keras-fame[tuning]'` "
+        "(or `pip install -e '.[tuning]'` in a checkout)."
+    ) from e
 
 from keras_fame.layers._utils import check_choice, check_positive_int  # noqa: E402
 from keras_fame.models.fame import EXPERT_INITS, FACET_INITS  # noqa: E402
@@ -212,7 +218,7 @@ def make_tuner(
         except ImportError as e:
             raise ImportError(
                 "`kind='bayesian'` needs scikit-learn: "
-                "`pip install 'keras-tuner[bayesian]'`."
+                "`pip install 'keras-fame[tuning]'`."
             ) from e
         return keras_tuner.BayesianOptimization(
             hypermodel,

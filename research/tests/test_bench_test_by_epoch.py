@@ -1,4 +1,4 @@
-"""`benchmarks/bench_test_by_epoch.py`: FAME's test metrics at every epoch."""
+"""`research/scripts/bench_test_by_epoch.py`: FAME's test metrics at every epoch."""
 
 import json
 import shutil
@@ -10,7 +10,7 @@ import keras_fame.datasets
 from keras_fame.training import METRICS, config_from_record, train_fame
 from tests.reference import load_script, recipe_folder, small_recipe_data
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_test_by_epoch.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_test_by_epoch.py"
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,13 @@ fine-tuning makes the experts differ or only keeps what the start gave them.
 
 A start is `INIT:NOISE[:ROUTER]`: `expert_init` (`pretrained` or `random`),
 `expert_noise`, and optionally the stddev the router kernel is redrawn at
-(as `benchmarks/bench_router_init.py` does, with the same seed).
+(as `research/scripts/bench_router_init.py` does, with the same seed).
 
 Usage:
-    python benchmarks/expert_usage_at_start.py --dataset toys \
+    python research/scripts/expert_usage_at_start.py --dataset toys \
         --data-dir ../shared/datasets/amazon --workdir runs/toys \
         --start pretrained:0.02 random:0.02 pretrained:0.1 pretrained:0.3 \
-        pretrained:0.1:0.5 --out benchmarks/results/experiments/toys-expert-usage-at-start.json
+        pretrained:0.1:0.5 --out research/results/experiments/toys-expert-usage-at-start.json
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import _recipe_folder  # noqa: E402
+from research.scripts import _recipe_folder  # noqa: E402
 
 
 def parse_start(text: str) -> dict:
@@ -63,9 +63,9 @@ def main(argv=None):
 
     import keras
 
+    from benchmarks.provenance import source_commit
     from keras_fame import datasets
     from keras_fame.inspection import expert_usage
-    from keras_fame.provenance import source_commit
     from keras_fame.training import config_from_record, set_seed, warm_start_fame
 
     config = config_from_record(json.loads(config_path.read_text()))

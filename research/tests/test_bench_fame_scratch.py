@@ -1,4 +1,4 @@
-"""`benchmarks/bench_fame_scratch.py`: FAME without SASRec pretraining."""
+"""`research/scripts/bench_fame_scratch.py`: FAME without SASRec pretraining."""
 
 import json
 from pathlib import Path
@@ -11,7 +11,7 @@ import keras_fame.datasets
 from keras_fame.training import TrainConfig, config_record
 from tests.reference import dropout_rates, load_script, small_recipe_data
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_fame_scratch.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_fame_scratch.py"
 
 
 @pytest.fixture(scope="module")

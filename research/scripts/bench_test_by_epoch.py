@@ -18,9 +18,9 @@ the paper's Table 2 FAME row.
 Usage:
     python examples/train_sports.py --dataset toys --data-dir ../shared/datasets/amazon \
         --pretrain-epochs 80 --finetune-epochs 60 --patience 8 --workdir runs/toys
-    python benchmarks/bench_test_by_epoch.py --dataset toys \
+    python research/scripts/bench_test_by_epoch.py --dataset toys \
         --data-dir ../shared/datasets/amazon --workdir runs/toys \
-        --out benchmarks/results/experiments/toys-fame-test-by-epoch.json
+        --out research/results/experiments/toys-fame-test-by-epoch.json
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import _recipe_folder  # noqa: E402
+from research.scripts import _recipe_folder  # noqa: E402
 
 STAGE = "fame-test-by-epoch"
 
@@ -52,7 +52,7 @@ def main(argv=None):
         "shows the test metrics past the recipe's stop",
     )
     args = parser.parse_args(argv)
-    from keras_fame.provenance import source_commit
+    from benchmarks.provenance import source_commit
 
     commit = source_commit(ROOT)  # the code this run uses (read before training)
 

@@ -17,10 +17,10 @@ trained model's `expert_usage`.
 Usage:
     python examples/train_sports.py --dataset toys --data-dir ../shared/datasets/amazon \
         --pretrain-epochs 80 --finetune-epochs 60 --patience 8 --prefixes
-    python benchmarks/bench_router_init.py --dataset toys \
+    python research/scripts/bench_router_init.py --dataset toys \
         --data-dir ../shared/datasets/amazon --workdir runs/toys \
         --router-stddev 0.5 --expert-noise 0.1 \
-        --out benchmarks/results/experiments/toys-fame-router0.5-noise0.1.json
+        --out research/results/experiments/toys-fame-router0.5-noise0.1.json
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import _recipe_folder  # noqa: E402
+from research.scripts import _recipe_folder  # noqa: E402
 
 
 def main(argv=None):
@@ -56,7 +56,7 @@ def main(argv=None):
         raise SystemExit(
             f"--router-stddev must be positive. Received: {args.router_stddev}"
         )
-    from keras_fame.provenance import source_commit
+    from benchmarks.provenance import source_commit
 
     commit = source_commit(ROOT)  # the code this run uses (read before training)
     workdir = Path(args.workdir)

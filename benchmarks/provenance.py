@@ -1,9 +1,12 @@
 """Where a result came from: the source commit and the machine.
 
-Every committed record (`benchmarks/results/*.json`) names the commit of the
-code that made it and the machine it ran on. The scripts under `benchmarks/`,
-`examples/` and `tuning/` take both from here, so that they mark an edited
-tree and name an accelerator the same way.
+Every committed record (`benchmarks/results/`, `research/results/`) names the
+commit of the code that made it and the machine it ran on. The scripts under
+`benchmarks/`, `research/scripts/`, `examples/` and `tuning/` take both from
+here, so that they mark an edited tree and name an accelerator the same way.
+A helper of those scripts, not part of the `keras_fame` package; import it
+with the checkout's root on `sys.path` (`from benchmarks.provenance import
+source_commit`).
 """
 
 import os
@@ -13,7 +16,16 @@ from pathlib import Path
 
 # The folders whose edits change what a script computes. Results, docs and
 # the README do not.
-CODE_PATHS = ("keras_fame", "benchmarks", "examples", "tuning", ":!benchmarks/results")
+CODE_PATHS = (
+    "keras_fame",
+    "benchmarks",
+    "research",
+    "examples",
+    "tuning",
+    ":!benchmarks/results",
+    ":!research/results",
+    ":!research/REPORT.md",
+)
 
 
 def source_commit(root: str | os.PathLike, paths=CODE_PATHS) -> str:

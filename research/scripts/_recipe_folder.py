@@ -89,13 +89,13 @@ def save(out, record: dict, script: str, argv, commit: str) -> dict:
     import json
     import time
 
-    from keras_fame.provenance import machine_description
+    from benchmarks.provenance import machine_description
 
     record = {
         **record,
         "commit": commit,
         "machine": machine_description(),
-        "command": f"python benchmarks/{script} " + " ".join(argv),
+        "command": f"python research/scripts/{script} " + " ".join(argv),
         "date": time.strftime("%Y-%m-%d"),
     }
     out = Path(out)

@@ -1,4 +1,4 @@
-"""`benchmarks/bench_sasrec_continued.py`: the control for FAME's fine-tuning."""
+"""`research/scripts/bench_sasrec_continued.py`: the control for FAME's fine-tuning."""
 
 import json
 import shutil
@@ -10,9 +10,7 @@ import keras_fame.datasets
 from keras_fame.training import TrainConfig
 from tests.reference import dropout_rates, load_script, recipe_folder, small_recipe_data
 
-SCRIPT = (
-    Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sasrec_continued.py"
-)
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_sasrec_continued.py"
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ and the final FAME's `expert_usage` (`keras_fame.inspection.expert_usage`).
 Usage:
     python examples/train_sports.py --dataset toys --data-dir ../shared/datasets/amazon \
         --pretrain-epochs 80 --finetune-epochs 60 --patience 8 --prefixes
-    python benchmarks/bench_fame_scratch.py --dataset toys \
+    python research/scripts/bench_fame_scratch.py --dataset toys \
         --data-dir ../shared/datasets/amazon --workdir runs/toys \
-        --out benchmarks/results/experiments/toys-fame-scratch.json
+        --out research/results/experiments/toys-fame-scratch.json
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import _recipe_folder  # noqa: E402
+from research.scripts import _recipe_folder  # noqa: E402
 
 # `TrainConfig` fields the from-scratch stage does not read (it draws every
 # FAME weight at random and trains with the backbone's dropout).
@@ -48,7 +48,7 @@ def main(argv=None):
         __doc__.split("\n\n")[0], "a folder holding the recipe's config.json"
     )
     args = parser.parse_args(argv)
-    from keras_fame.provenance import source_commit
+    from benchmarks.provenance import source_commit
 
     commit = source_commit(ROOT)  # the code this run uses (read before training)
 

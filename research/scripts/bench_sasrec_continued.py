@@ -19,9 +19,9 @@ a fresh optimizer does from what the smaller rate does.
 Usage:
     python examples/train_sports.py --dataset toys --data-dir ../shared/datasets/amazon \
         --pretrain-epochs 80 --finetune-epochs 60 --patience 8
-    python benchmarks/bench_sasrec_continued.py --dataset toys \
+    python research/scripts/bench_sasrec_continued.py --dataset toys \
         --data-dir ../shared/datasets/amazon --workdir runs/toys \
-        --out benchmarks/results/experiments/toys-sasrec-continued.json
+        --out research/results/experiments/toys-sasrec-continued.json
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import _recipe_folder  # noqa: E402
+from research.scripts import _recipe_folder  # noqa: E402
 
 
 def main(argv=None):
@@ -65,7 +65,7 @@ def main(argv=None):
         "fresh Adam",
     )
     args = parser.parse_args(argv)
-    from keras_fame.provenance import source_commit
+    from benchmarks.provenance import source_commit
 
     commit = source_commit(ROOT)  # the code this run uses (read before training)
 

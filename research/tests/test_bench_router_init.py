@@ -1,4 +1,4 @@
-"""`benchmarks/bench_router_init.py`: FAME with its router drawn at a larger scale."""
+"""`research/scripts/bench_router_init.py`: FAME with its router drawn at a larger scale."""
 
 import json
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 import keras_fame.datasets
 from tests.reference import load_script, recipe_folder
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_router_init.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_router_init.py"
 
 
 @pytest.fixture(scope="module")
