@@ -20,6 +20,7 @@ from keras_fame.layers._utils import (
     id_mask,
 )
 from keras_fame.layers.transformer_block import TransformerBlock
+from keras_fame.vocabulary import Vocabulary
 
 SOFTMAXES = ("full", "sampled")
 NEGATIVES = ("uniform", "in_batch", "mixed")
@@ -668,8 +669,6 @@ class SequentialRecommender(keras.Model):
                 items (e.g. `dataset.vocabulary`), or `None` to remove it.
         """
         if vocabulary is not None:
-            from keras_fame.datasets.preprocessing import Vocabulary
-
             if not isinstance(vocabulary, Vocabulary):
                 raise TypeError(
                     "`vocabulary` must be a keras_fame.datasets.Vocabulary or None. "
@@ -692,8 +691,6 @@ class SequentialRecommender(keras.Model):
         """Keras loading hook: reads the vocabulary saved by `save_assets`."""
         path = os.path.join(dir_path, _VOCABULARY_FILE)
         if os.path.exists(path):
-            from keras_fame.datasets.preprocessing import Vocabulary
-
             self.set_vocabulary(Vocabulary.load(path))
 
     def encode_histories(self, histories):
