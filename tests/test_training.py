@@ -13,7 +13,10 @@ from keras_fame.training import (
     config_from_record,
     config_help,
     config_record,
+    evaluate_splits,
+    fit_stage,
     parse_rate_or_none,
+    run_stage,
     train_fame,
     train_sasrec,
     two_stage,
@@ -104,17 +107,18 @@ def test_same_seed_same_metrics(data, tmp_path):
     assert third["valid"] == first["valid"]
 
 
-def _ndcg_by_hand(model, data, max_len, k):
-    """Mean NDCG@k over the test users: the target's rank among the items
-    not in the history (ties counted against it), 0 if it was seen."""
+def _ndcg_by_hand(model, data, max_len, k, split="test"):
+    """Mean NDCG@k over the users of `split`: the target's rank among the
+    items not in the history (ties counted against it), 0 if it was seen."""
+    end = -1 if split == "test" else -2
     ids = np.zeros((len(data.sequences), max_len), "int32")
     for row, sequence in enumerate(data.sequences):
-        recent = list(sequence[:-1])[-max_len:]
+        recent = list(sequence[:end])[-max_len:]
         ids[row, max_len - len(recent) :] = recent
     all_scores = keras.ops.convert_to_numpy(model.score(ids))
     total = 0.0
     for scores, sequence in zip(all_scores, data.sequences, strict=True):
-        history, target = list(sequence[:-1]), sequence[-1]
+        history, target = list(sequence[:end]), sequence[end]
         if target in history:
             continue
         others = [v for v in range(1, data.num_items + 1) if v not in history]
@@ -149,6 +153,54 @@ def test_sampled_softmax_recipe_sets_item_popularity(data, tmp_path):
     fame = runs["fame"][0]
     assert (fame.softmax, fame.negatives) == ("sampled", "mixed")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(fame.item_log_prior), prior)
+
+
+def test_run_stage_trains_once_then_reloads(data, tmp_path):
+    config = _config(pretrain_epochs=1)
+    built = []
+
+    def build():
+        built.append(True)
+        return SASRec(data.num_items, **config.model_kwargs())
+
+    model, results = run_stage("custom", build, data, config, tmp_path, 1, verbose=0)
+    folder = tmp_path / "custom"
+    assert {"results.json", "model.keras", "stage.json"} <= {
+        p.name for p in folder.iterdir()
+    }
+    assert (results["epochs_run"], results["best_epoch"]) == (1, 1)
+    for split in ("valid", "test"):
+        assert results[split]["NDCG@20"] == pytest.approx(
+            _ndcg_by_hand(model, data, config.max_len, 20, split), abs=1e-6
+        )
+    # evaluate_splits: the same metrics of the same model, both splits.
+    again = evaluate_splits(model, data, config)
+    assert set(again) == {"valid", "test"}
+    for split in again:
+        assert again[split] == pytest.approx(results[split], abs=1e-6)
+    # Finished: a rerun loads the model and the results, building nothing.
+    reloaded, same = run_stage("custom", build, data, config, tmp_path, 1, verbose=0)
+    assert len(built) == 1 and same == results
+    ids = np.array([[0, 0, 3, 4, 5]])
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(reloaded.score(ids)),
+        keras.ops.convert_to_numpy(model.score(ids)),
+        atol=1e-6,
+    )
+
+
+def test_fit_stage_keeps_the_best_epochs_weights(data, tmp_path):
+    config = _config()
+    model = SASRec(data.num_items, **config.model_kwargs())
+    summary = fit_stage(model, data, config, tmp_path / "stage", epochs=2, verbose=0)
+    assert summary["epochs_run"] == 2 and len(summary["history"]) == 2
+    best = summary["best_epoch"]
+    scores = [h["NDCG@20"] for h in summary["history"]]
+    assert scores[best - 1] == max(scores)
+    # The model holds the best epoch's weights: its validation NDCG is it.
+    assert _ndcg_by_hand(model, data, config.max_len, 20, "valid") == pytest.approx(
+        scores[best - 1], abs=1e-6
+    )
 
 
 def test_prefix_sampling_feeds_every_target_once(data, tmp_path):
