@@ -1,10 +1,11 @@
 """NumPy implementations of the paper's equations, written from the spec, and
 small helpers shared by the tests."""
 
+import math
+
 import keras
 import numpy as np
 from keras import ops
-from scipy.special import erf
 
 
 def softmax(x, axis=-1):
@@ -210,8 +211,12 @@ def randomize(layer, rng, scale=0.4):
         weight.assign(value.astype("float32"))
 
 
+_erf = np.vectorize(math.erf)
+
+
 def gelu(x):
-    return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
+    """The exact GELU (Keras' default, `approximate=False`)."""
+    return 0.5 * x * (1.0 + _erf(x / np.sqrt(2.0)))
 
 
 def relu(x):
