@@ -1,5 +1,6 @@
 """Named datasets: the published Amazon files, local folders, the offline errors."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -11,10 +12,30 @@ from keras_fame.datasets import DATA_DIR_ENV, DatasetNotAvailableError, load
 from tests.amazon_fixtures import fixture_dir
 
 AMAZON_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "amazon"
-needs_amazon = pytest.mark.skipif(
-    not AMAZON_DIR.is_dir(),
-    reason=f"the published Amazon files are not at {AMAZON_DIR} (../shared/datasets/amazon)",
-)
+# CI sets this (it has ../shared): there a missing data folder is a failure.
+REQUIRE_DATA_ENV = "KERAS_FAME_REQUIRE_DATA"
+
+
+@pytest.fixture
+def amazon_dir():
+    """The published files' folder; skips (or, with KERAS_FAME_REQUIRE_DATA=1,
+    fails) saying where they were looked for."""
+    if not AMAZON_DIR.is_dir():
+        missing = (
+            f"the published Amazon files are not at {AMAZON_DIR} "
+            "(../shared/datasets/amazon)"
+        )
+        if os.environ.get(REQUIRE_DATA_ENV) == "1":
+            pytest.fail(f"{REQUIRE_DATA_ENV}=1, but {missing}")
+        pytest.skip(missing)
+    return AMAZON_DIR
+
+
+def needs_amazon(test):
+    """Marks a test on the real data `large` (`pytest -m large` runs them)."""
+    return pytest.mark.large(pytest.mark.usefixtures("amazon_dir")(test))
+
+
 FIXTURES = fixture_dir() / "manual"
 
 TABLE_1 = {  # the spec's dataset table (users, items, actions)
@@ -62,6 +83,27 @@ def test_published_beauty_pipelines_smoke():
     assert not y[x == 0].any() and y.max() <= ds.num_items
     features, target = ds.eval_arrays("test")
     assert len(target) == ds.num_users and target.min() >= 1
+
+
+@needs_amazon
+@pytest.mark.parametrize("name", sorted(TABLE_1))
+def test_published_pipelines_hold_every_target_once(name):
+    # Counted from the sequences: the training targets are each user's
+    # items after the first but the last two (validation, test), the most
+    # recent max_len of them; validation and test hold those two.
+    ds = load(name, data_dir=AMAZON_DIR)
+    max_len = 50
+    seen = []
+    for _, y in ds.train_dataset(batch_size=4096, max_len=max_len, shuffle=False):
+        y = y.numpy()
+        seen.append(y[y != 0])
+    expected = np.concatenate([s[1:-2][-max_len:] for s in ds.sequences])
+    np.testing.assert_array_equal(np.sort(np.concatenate(seen)), np.sort(expected))
+    for split, column in (("valid", -2), ("test", -1)):
+        features, targets = ds.eval_arrays(split, max_len=max_len)
+        np.testing.assert_array_equal(targets, [s[column] for s in ds.sequences])
+        last = [s[column - 1] for s in ds.sequences]
+        np.testing.assert_array_equal(features["item_ids"][:, -1], last)
 
 
 @needs_amazon

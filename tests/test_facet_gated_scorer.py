@@ -44,29 +44,49 @@ def test_weight_shapes():
     assert tuple(scorer.gate_bias.shape) == (2,)
 
 
-def test_leading_dimensions_and_gate_distribution():
+def _reference(scorer, states, items):
+    get = ops.convert_to_numpy
+    return facet_gated_scores(
+        states,
+        items,
+        get(scorer.facet_kernel),
+        get(scorer.gate_kernel),
+        get(scorer.gate_bias),
+    )
+
+
+def test_leading_dimensions_match_the_reference_row_by_row():
     scorer = _scorer()
     states = np.random.default_rng(2).normal(size=(2, 7, 3, 4)).astype("float32")
     items = np.random.default_rng(3).normal(size=(9, 8)).astype("float32")
     scores, gate = scorer(states, items, return_gate=True)
     assert scores.shape == (2, 7, 9)
-    gate = ops.convert_to_numpy(gate)
-    assert gate.shape == (2, 7, 3) and (gate >= 0).all()
-    np.testing.assert_allclose(gate.sum(-1), 1.0, atol=1e-6)
+    ref_scores, ref_gate, _ = _reference(scorer, states.reshape(14, 3, 4), items)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(scores), ref_scores.reshape(2, 7, 9), rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(gate), ref_gate.reshape(2, 7, 3), atol=1e-6
+    )
 
 
-def test_scoring_is_one_product_with_the_item_table():
-    """score(v) = E[v] . query: the query vector alone determines every score."""
+def test_query_is_the_gated_sum_of_the_facet_projections():
+    """query = sum_h g_h W_f^(h) F^(h) (Eq. 11 before the item product), and
+    its product with an item is that item's score."""
     scorer = _scorer()
     rng = np.random.default_rng(4)
     states = rng.normal(size=(4, 3, 4)).astype("float32")
     items = rng.normal(size=(6, 8)).astype("float32")
+    ref_scores, ref_gate, _ = _reference(scorer, states, items)
+    wf = ops.convert_to_numpy(scorer.facet_kernel)  # (H, d, k)
+    expected = sum(
+        ref_gate[:, h, None] * states[:, h] @ wf[h].T for h in range(3)
+    )  # (B, d)
     query = ops.convert_to_numpy(scorer.query(states))
+    np.testing.assert_allclose(query, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(query @ items.T, ref_scores, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(
-        ops.convert_to_numpy(scorer(states, items)),
-        query @ items.T,
-        rtol=1e-5,
-        atol=1e-5,
+        ops.convert_to_numpy(scorer.gate(states)), ref_gate, atol=1e-6
     )
 
 

@@ -4,6 +4,15 @@ import pytest
 from keras_fame.datasets import SequenceDataset
 from keras_fame.inspection import expert_usage, head_facet_alignment
 from keras_fame.models import FAME, SASRec
+from tests.reference import (
+    block_weights,
+    embed,
+    fame_forward,
+    moe_query_attention,
+    randomize,
+    transformer_block,
+    weights_by_name,
+)
 
 NUM_ITEMS = 12
 
@@ -17,22 +26,82 @@ def setup():
     return data, model
 
 
-def test_alignment_against_a_hand_count(setup):
-    data, model = setup
+def _test_histories(sequences, max_len=8):
+    """The test split's histories (all but the last item), left-padded."""
+    rows = np.zeros((len(sequences), max_len), "int32")
+    for row, sequence in enumerate(sequences):
+        history = sequence[:-1][-max_len:]
+        rows[row, max_len - len(history) :] = history
+    return rows
+
+
+def _top_unseen(scores, history, k):
+    candidates = [v for v in range(1, len(scores)) if v not in set(history)]
+    return sorted(candidates, key=lambda v: -scores[v])[:k]
+
+
+@pytest.fixture(scope="module")
+def random_setup():
+    """Four users, a FAME with random weights far from initialisation (its
+    heads rank differently), the histories and the NumPy reference."""
+    rng = np.random.default_rng(3)
+    sequences = [rng.permutation(NUM_ITEMS)[:6] + 1 for _ in range(4)]
+    data = SequenceDataset(sequences, num_items=NUM_ITEMS)
+    model = FAME(NUM_ITEMS, num_experts=2, max_len=8, hidden_dim=8, num_heads=2)
+    randomize(model, rng)
+    # Large expert queries: the experts attend to different items.
+    query = model.fame_block.attention.query_kernel
+    query.assign(rng.normal(0, 3, query.shape))
+    histories = _test_histories(sequences)
+    return data, model, histories, fame_forward(model, histories)
+
+
+def test_alignment_against_a_hand_count(random_setup):
+    data, model, histories, ref = random_setup
     parity = np.array([-1] + [i % 2 for i in range(1, NUM_ITEMS + 1)])[:, None]
     out = head_facet_alignment(model, data, parity, facet_names=["parity"], k=3)
-    features, _ = data.eval_arrays("test", max_len=8)
-    report = model.explain(features["item_ids"], k=3)
-    last = features["item_ids"][:, -1]
-    expected = (
-        parity[report["head_top_ids"], 0] == parity[last, 0][:, None, None]
-    ).mean((0, 2))
-    np.testing.assert_allclose(out["agreement"][:, 0], expected)
-    final = (parity[report["top_ids"], 0] == parity[last, 0][:, None]).mean()
+    agreement = np.zeros(2)
+    final = 0.0
+    for row, history in enumerate(histories):
+        last = parity[history[-1], 0]
+        for head in range(2):
+            top = _top_unseen(ref["head_scores"][row, -1, head], history, 3)
+            agreement[head] += np.mean(parity[top, 0] == last) / len(histories)
+        top = _top_unseen(ref["scores"][row, -1], history, 3)
+        final += np.mean(parity[top, 0] == last) / len(histories)
+    np.testing.assert_allclose(out["agreement"][:, 0], agreement)
     np.testing.assert_allclose(out["final"][0], final)
-    assert out["chance"][0] == pytest.approx(0.5)
-    assert out["users"] == data.num_users
-    np.testing.assert_allclose(out["mean_gate"].sum(), 1.0, atol=1e-6)
+    assert out["facets"] == ["parity"]
+    assert out["chance"][0] == pytest.approx(0.5)  # 6 odd and 6 even items
+    assert out["users"] == 4
+    np.testing.assert_allclose(out["mean_gate"], ref["gate"][:, -1].mean(0), atol=1e-6)
+
+
+def test_alignment_ignores_attributes_carried_by_many_items(random_setup):
+    # Attribute 0 is on every item; attribute 1 on items 1 and 2 only.
+    data, model, histories, ref = random_setup
+    attributes = {i: [0] + ([1] if i <= 2 else []) for i in range(1, NUM_ITEMS + 1)}
+    counted = head_facet_alignment(
+        model, data, attributes, k=3, max_attribute_share=1.0
+    )
+    np.testing.assert_allclose(counted["agreement"], 1.0)
+    np.testing.assert_allclose(counted["final"], 1.0)
+    np.testing.assert_allclose(counted["chance"], 1.0)
+    # By default (share 0.1 of 12 items: more than 1.2 items) both are
+    # ignored; with 0.2 (more than 2.4 items) only attribute 0.
+    ignored = head_facet_alignment(model, data, attributes, k=3)
+    np.testing.assert_allclose(ignored["agreement"], 0.0)
+    np.testing.assert_allclose(ignored["chance"], 0.0)
+    kept = head_facet_alignment(model, data, attributes, k=3, max_attribute_share=0.2)
+    expected = np.zeros(2)
+    for row, history in enumerate(histories):
+        if history[-1] <= 2:
+            for head in range(2):
+                top = _top_unseen(ref["head_scores"][row, -1, head], history, 3)
+                expected[head] += np.mean(np.array(top) <= 2) / len(histories)
+    np.testing.assert_allclose(kept["agreement"][:, 0], expected)
+    chance = np.mean([2 / NUM_ITEMS if h[-1] <= 2 else 0.0 for h in histories])
+    np.testing.assert_allclose(kept["chance"], [chance])
 
 
 def test_constant_and_unique_attributes(setup):
@@ -77,16 +146,39 @@ def test_expert_usage_routing_against_facet_weights(setup):
     assert out["users"] == 15
 
 
-def test_expert_usage_similarity_of_distinct_experts(setup):
-    data, _ = setup
-    model = FAME(NUM_ITEMS, num_experts=2, max_len=8, hidden_dim=8, num_heads=2)
-    # Large random expert queries: the experts attend to different items.
-    attention = model.fame_block.attention
-    rng = np.random.default_rng(2)
-    attention.query_kernel.assign(rng.normal(0, 3, attention.query_kernel.shape))
+def test_expert_usage_similarity_of_distinct_experts(random_setup):
+    data, model, histories, _ = random_setup
     out = expert_usage(model, data)
+    # The reference: each expert's output (Eq. 15) at the last position,
+    # on the reference output of the lower blocks.
+    padding = histories != 0
+    x = embed(model, histories)
+    for block in model.blocks:
+        x = transformer_block(x, block_weights(block), padding, 1e-12)
+    a = weights_by_name(model.fame_block.attention)
+    _, routing, experts = moe_query_attention(
+        x,
+        a["query_kernel"],
+        a["key_kernel"],
+        a["value_kernel"],
+        a["router_kernel"],
+        a["query_bias"],
+        a["key_bias"],
+        a["value_bias"],
+        padding=padding,
+        return_experts=True,
+    )
+    f = experts[:, -1]  # (users, heads, experts, k)
+    cosine = (f[:, :, 0] * f[:, :, 1]).sum(-1) / (
+        np.linalg.norm(f[:, :, 0], axis=-1) * np.linalg.norm(f[:, :, 1], axis=-1)
+    )
+    np.testing.assert_allclose(out["expert_similarity"], cosine.mean(0), atol=1e-5)
     assert np.all(out["expert_similarity"] < 0.99)
-    assert np.all(out["expert_similarity"] > -1.0)
+    p = routing[:, -1]  # (users, heads, experts)
+    np.testing.assert_allclose(out["mean_routing"], p.mean(0), atol=1e-6)
+    entropy = -(p * np.log(p)).sum(-1).mean(0) / np.log(2)
+    np.testing.assert_allclose(out["routing_entropy"], entropy, atol=1e-5)
+    np.testing.assert_allclose(out["top_share"][:, 1], (p[..., 1] > p[..., 0]).mean(0))
 
 
 def test_expert_usage_of_identical_experts_and_an_even_router():

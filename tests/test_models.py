@@ -10,9 +10,11 @@ from keras_fame.models import FAME, PositionEmbedding, SASRec
 from keras_fame.training import TrainConfig, warm_start_fame
 from tests.reference import (
     dropout_rates,
+    fame_forward,
     history_candidates,
     history_excluded_loss,
     next_item_batch,
+    randomize,
     routing_loss,
 )
 
@@ -440,16 +442,26 @@ def test_keras_round_trip(model, tmp_path):
     np.testing.assert_allclose(_np(restored.score(x)), _np(model.score(x)), atol=1e-6)
 
 
-def test_fame_facet_weights_are_distributions():
+def _random_fame():
+    """FAME with weights far from initialisation: the gate and the routing
+    differ between heads, positions and rows."""
     _, fame = _models()
+    randomize(fame, np.random.default_rng(0))
+    return fame
+
+
+def test_fame_facet_weights_match_the_numpy_reference():
+    fame = _random_fame()
     x, _ = _batch()
+    ref = fame_forward(fame, x)
     facets = fame.facet_weights(x)
-    assert facets["gate"].shape == (len(x), 2)
-    assert facets["routing"].shape == (len(x), 2, 3)
-    np.testing.assert_allclose(facets["gate"].sum(-1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(facets["routing"].sum(-1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(facets["gate"], ref["gate"][:, -1], atol=1e-5)
+    np.testing.assert_allclose(facets["routing"], ref["routing"][:, -1], atol=1e-5)
     every = fame.facet_weights(x, all_positions=True)
     assert every["routing"].shape == (len(x), MAX_LEN, 2, 3)
+    real = x > 0
+    np.testing.assert_allclose(every["gate"][real], ref["gate"][real], atol=1e-5)
+    np.testing.assert_allclose(every["routing"][real], ref["routing"][real], atol=1e-5)
 
 
 def test_fame_with_one_head_and_one_expert_has_unit_weights_and_no_warning():
@@ -468,22 +480,38 @@ def test_fame_with_one_head_and_one_expert_has_unit_weights_and_no_warning():
 
 
 def test_fame_explain_is_consistent_with_the_gate():
-    _, fame = _models()
-    x, _ = _batch(batch=2)
-    report = fame.explain(x, k=4)
-    assert report["head_top_ids"].shape == (2, 2, 4)
-    table = _np(fame.item_embedding.embeddings)
-    vectors = _np(fame(x))[:, -1]
-    final = vectors @ table.T
-    for row in range(2):
+    fame = _random_fame()
+    x, _ = _batch(batch=3)
+    k = 4
+    report = fame.explain(x, k=k)
+    ref = fame_forward(fame, x)
+    gate = ref["gate"][:, -1]  # (B, H)
+    head_scores = ref["head_scores"][:, -1]  # (B, H, C), Eq. 9
+    np.testing.assert_allclose(report["gate"], gate, atol=1e-5)
+    np.testing.assert_allclose(report["routing"], ref["routing"][:, -1], atol=1e-5)
+    # Eq. 11: the final score is the gate's mixture of the head scores.
+    final = np.einsum("bh,bhc->bc", report["gate"], head_scores)
+    np.testing.assert_allclose(final, ref["scores"][:, -1], rtol=1e-5, atol=1e-5)
+    for row in range(len(x)):
+        candidates = [v for v in range(1, NUM_ITEMS + 1) if v not in set(x[row])]
+        best = sorted(candidates, key=lambda v: -final[row, v])[:k]
+        np.testing.assert_array_equal(report["top_ids"][row], best)
         np.testing.assert_allclose(
-            report["top_scores"][row],
-            final[row, report["top_ids"][row]],
-            rtol=1e-4,
-            atol=1e-5,
+            report["top_scores"][row], final[row, best], rtol=1e-5, atol=1e-4
         )
         for head in range(2):
-            assert not set(report["head_top_ids"][row, head]) & set(x[row])
+            scores = head_scores[row, head]
+            best = sorted(candidates, key=lambda v: -scores[v])[:k]
+            np.testing.assert_array_equal(report["head_top_ids"][row, head], best)
+            np.testing.assert_allclose(
+                report["head_top_scores"][row, head],
+                scores[best],
+                rtol=1e-5,
+                atol=1e-4,
+            )
+    # The heads rank differently here, so a head list taken from the final
+    # scores (or from the other head) would fail above.
+    assert (report["head_top_ids"][:, 0] != report["head_top_ids"][:, 1]).any()
 
 
 def test_from_sasrec_copies_the_pretrained_parts():

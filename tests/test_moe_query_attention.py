@@ -4,6 +4,7 @@ import pytest
 from keras import ops
 
 from keras_fame.layers import MoEQueryAttention
+from keras_fame.layers import moe_query_attention as moe_module
 from keras_fame.layers.moe_query_attention import routing_loss as layer_routing_loss
 from tests.reference import moe_query_attention, routing_loss
 
@@ -176,14 +177,16 @@ def test_keras_mask_is_honoured():
     )
 
 
-def test_routing_is_a_distribution():
+@pytest.mark.parametrize("causal", [True, False])
+def test_routing_of_many_experts_matches_numpy_reference(causal):
     layer = _layer_with_random_weights(2, 5, 8)
     x = np.random.default_rng(6).normal(size=(3, 6, 8)).astype("float32")
-    _, routing = layer(x, return_routing=True)
+    out, routing = layer(x, use_causal_mask=causal, return_routing=True)
     routing = ops.convert_to_numpy(routing)
     assert routing.shape == (3, 6, 2, 5)
-    assert (routing >= 0).all()
-    np.testing.assert_allclose(routing.sum(-1), 1.0, atol=1e-6)
+    ref_out, ref_routing = _numpy(layer, x, causal=causal)
+    np.testing.assert_allclose(routing, ref_routing, atol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(out), ref_out, atol=1e-5)
 
 
 def test_config_round_trip():
@@ -343,7 +346,7 @@ def test_routing_loss_only_when_asked():
         layer_routing_loss(np.ones((2, 3, 2, 1), "float32"))
 
 
-def test_routing_loss_is_float32_under_mixed_precision():
+def test_routing_loss_is_float32_under_mixed_precision(monkeypatch):
     x = np.random.default_rng(13).normal(size=(2, 5, 8)).astype("float32")
     layers = [
         MoEQueryAttention(2, 3, routing_loss_weight=1.0, dtype=policy)
@@ -361,5 +364,24 @@ def test_routing_loss_is_float32_under_mixed_precision():
         (loss,) = layer.losses
         assert loss.dtype == "float32"
         losses.append(ops.convert_to_numpy(loss))
-    # bfloat16 activations (8 bits of mantissa), but no bfloat16 routing.
+    # bfloat16 activations (8 bits of mantissa) move the router's logits, so
+    # the two losses differ; the mixed layer's loss must be that of its own
+    # float32 router softmax, not of the bfloat16 routing it returns.
     np.testing.assert_allclose(losses[1], losses[0], rtol=0.05)
+    seen = []
+
+    def recording_loss(routing, padding_mask=None):
+        seen.append(routing)
+        return layer_routing_loss(routing, padding_mask)
+
+    monkeypatch.setattr(moe_module, "routing_loss", recording_loss)
+    layers[1](x, training=True)
+    routing = ops.convert_to_numpy(seen[0]).astype("float64")
+    rounded = ops.cast(ops.cast(seen[0], "bfloat16"), "float32")
+    rounded = ops.convert_to_numpy(rounded).astype("float64")
+    assert not np.array_equal(routing, rounded)  # not bfloat16 values
+    padding = np.ones(x.shape[:2], bool)
+    expected = routing_loss(routing, padding)
+    np.testing.assert_allclose(losses[1], expected, rtol=1e-5)
+    # The loss of the bfloat16-rounded routing lies beyond that tolerance.
+    assert abs(routing_loss(rounded, padding) - expected) > 1e-5 * abs(expected)

@@ -13,7 +13,10 @@ from keras_fame.training import (
     config_from_record,
     config_help,
     config_record,
+    evaluate_splits,
+    fit_stage,
     parse_rate_or_none,
+    run_stage,
     train_fame,
     train_sasrec,
     two_stage,
@@ -104,20 +107,45 @@ def test_same_seed_same_metrics(data, tmp_path):
     assert third["valid"] == first["valid"]
 
 
+def _ndcg_by_hand(model, data, max_len, k, split="test"):
+    """Mean NDCG@k over the users of `split`: the target's rank among the
+    items not in the history (ties counted against it), 0 if it was seen."""
+    end = -1 if split == "test" else -2
+    ids = np.zeros((len(data.sequences), max_len), "int32")
+    for row, sequence in enumerate(data.sequences):
+        recent = list(sequence[:end])[-max_len:]
+        ids[row, max_len - len(recent) :] = recent
+    all_scores = keras.ops.convert_to_numpy(model.score(ids))
+    total = 0.0
+    for scores, sequence in zip(all_scores, data.sequences, strict=True):
+        history, target = list(sequence[:end]), sequence[end]
+        if target in history:
+            continue
+        others = [v for v in range(1, data.num_items + 1) if v not in history]
+        rank = 1 + sum(scores[v] >= scores[target] for v in others if v != target)
+        total += 1.0 / np.log2(rank + 1) if rank <= k else 0.0
+    return total / len(data.sequences)
+
+
 def test_sampled_softmax_recipe_sets_item_popularity(data, tmp_path):
     config = _config(
         pretrain_epochs=2, softmax="sampled", negatives="mixed", num_negatives=8
     )
     model, results = train_sasrec(data, config, tmp_path, verbose=0)
-    _, targets = data.train_arrays(config.max_len)
-    counts = np.bincount(targets[targets > 0], minlength=data.num_items + 1)
+    # The training targets, counted from the sequences: each user's items
+    # after the first, but the two held out for validation and test.
+    expected = np.concatenate([s[1:-2] for s in data.sequences])
+    counts = np.bincount(expected, minlength=data.num_items + 1)
     prior = keras.ops.convert_to_numpy(model.item_log_prior)
     seen = counts > 0
     seen[0] = False
     np.testing.assert_allclose(
         np.exp(prior[seen]), counts[seen] / counts[1:].sum(), rtol=1e-4
     )
-    assert 0.0 <= results["test"]["NDCG@20"] <= 1.0
+    # The stage's test NDCG@20 is that of the returned model, ranked by hand.
+    assert results["test"]["NDCG@20"] == pytest.approx(
+        _ndcg_by_hand(model, data, config.max_len, 20), abs=1e-6
+    )
     # The warm-started FAME keeps the loss and the popularity.
     runs = two_stage(
         data, dataclasses.replace(config, finetune_epochs=1), tmp_path, verbose=0
@@ -125,6 +153,54 @@ def test_sampled_softmax_recipe_sets_item_popularity(data, tmp_path):
     fame = runs["fame"][0]
     assert (fame.softmax, fame.negatives) == ("sampled", "mixed")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(fame.item_log_prior), prior)
+
+
+def test_run_stage_trains_once_then_reloads(data, tmp_path):
+    config = _config(pretrain_epochs=1)
+    built = []
+
+    def build():
+        built.append(True)
+        return SASRec(data.num_items, **config.model_kwargs())
+
+    model, results = run_stage("custom", build, data, config, tmp_path, 1, verbose=0)
+    folder = tmp_path / "custom"
+    assert {"results.json", "model.keras", "stage.json"} <= {
+        p.name for p in folder.iterdir()
+    }
+    assert (results["epochs_run"], results["best_epoch"]) == (1, 1)
+    for split in ("valid", "test"):
+        assert results[split]["NDCG@20"] == pytest.approx(
+            _ndcg_by_hand(model, data, config.max_len, 20, split), abs=1e-6
+        )
+    # evaluate_splits: the same metrics of the same model, both splits.
+    again = evaluate_splits(model, data, config)
+    assert set(again) == {"valid", "test"}
+    for split in again:
+        assert again[split] == pytest.approx(results[split], abs=1e-6)
+    # Finished: a rerun loads the model and the results, building nothing.
+    reloaded, same = run_stage("custom", build, data, config, tmp_path, 1, verbose=0)
+    assert len(built) == 1 and same == results
+    ids = np.array([[0, 0, 3, 4, 5]])
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(reloaded.score(ids)),
+        keras.ops.convert_to_numpy(model.score(ids)),
+        atol=1e-6,
+    )
+
+
+def test_fit_stage_keeps_the_best_epochs_weights(data, tmp_path):
+    config = _config()
+    model = SASRec(data.num_items, **config.model_kwargs())
+    summary = fit_stage(model, data, config, tmp_path / "stage", epochs=2, verbose=0)
+    assert summary["epochs_run"] == 2 and len(summary["history"]) == 2
+    best = summary["best_epoch"]
+    scores = [h["NDCG@20"] for h in summary["history"]]
+    assert scores[best - 1] == max(scores)
+    # The model holds the best epoch's weights: its validation NDCG is it.
+    assert _ndcg_by_hand(model, data, config.max_len, 20, "valid") == pytest.approx(
+        scores[best - 1], abs=1e-6
+    )
 
 
 def test_prefix_sampling_feeds_every_target_once(data, tmp_path):
@@ -135,13 +211,18 @@ def test_prefix_sampling_feeds_every_target_once(data, tmp_path):
     assert all(y.ndim == 1 for y in targets)  # one target per row
     expected = np.concatenate([s[1:-2] for s in data.sequences if len(s) >= 4])
     np.testing.assert_array_equal(np.sort(np.concatenate(targets)), np.sort(expected))
-    _, prefixed = train_sasrec(data, config, tmp_path / "prefixes", verbose=0)
+    prefixed_model, prefixed = train_sasrec(
+        data, config, tmp_path / "prefixes", verbose=0
+    )
     plain = dataclasses.replace(config, prefixes=False)
-    _, rows = train_sasrec(data, plain, tmp_path / "rows", verbose=0)
+    rows_model, rows = train_sasrec(data, plain, tmp_path / "rows", verbose=0)
     assert prefixed["epochs_run"] == rows["epochs_run"] == 1
-    assert (
-        prefixed["valid"] != rows["valid"]
-    )  # a different sampling of the same targets
+    # The stages trained on those pipelines: one step per batch of 32
+    # targets (prefixes) or of 32 users (rows).
+    batches = -(-len(expected) // config.batch_size)
+    assert int(prefixed_model.optimizer.iterations) == batches
+    assert int(rows_model.optimizer.iterations) == -(-data.num_users // 32)
+    assert batches > data.num_users // 32 + 1
 
 
 def test_empty_prefix_adds_each_first_item_as_a_target(data):

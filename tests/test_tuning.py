@@ -254,7 +254,7 @@ def test_finetune_learning_rate_is_for_warm_started_fame_only(data, tmp_path):
             FAMEHyperModel(data, space, tmp_path, finetune_learning_rate=bad)
 
 
-def test_finetune_dropout_is_for_warm_started_fame_only(data, tmp_path):
+def test_finetune_dropout_is_for_warm_started_fame_only(data, tmp_path, capsys):
     space = SearchSpace(models=("sasrec", "fame"), hidden_dims=(8,), dropouts=(0.4,))
     hp = keras_tuner.HyperParameters()
     rates = {}
@@ -290,8 +290,13 @@ def test_finetune_dropout_is_for_warm_started_fame_only(data, tmp_path):
         parser.parse_args([*base, "--finetune-dropout", "0.2"]).finetune_dropout == 0.2
     )
     for bad in ("high", "1.5", "-0.1"):
-        with pytest.raises(SystemExit):
+        with pytest.raises(SystemExit) as exit_info:
             parser.parse_args([*base, "--finetune-dropout", bad])
+        assert exit_info.value.code == 2  # argparse's usage error
+        assert (
+            f"argument --finetune-dropout: must be a rate in [0, 1) or none. "
+            f"Received: {bad!r}" in capsys.readouterr().err
+        )
 
 
 def test_sasrec_cache_key_ignores_what_pretraining_does_not_read(data, tmp_path):

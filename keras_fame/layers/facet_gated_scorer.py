@@ -47,7 +47,7 @@ class FacetGatedScorer(keras.layers.Layer):
     >>> scorer = keras_fame.layers.FacetGatedScorer(num_heads=2)
     >>> states = np.random.rand(3, 2, 4).astype("float32")
     >>> items = np.random.rand(10, 8).astype("float32")
-    >>> scorer(states, items).shape
+    >>> tuple(scorer(states, items).shape)
     (3, 10)
 
     References:

@@ -102,7 +102,7 @@ class MoEQueryAttention(keras.layers.Layer):
     Example:
     >>> layer = keras_fame.layers.MoEQueryAttention(num_heads=2, num_experts=4)
     >>> x = np.random.rand(3, 5, 8).astype("float32")
-    >>> layer(x).shape
+    >>> tuple(layer(x).shape)
     (3, 5, 2, 4)
 
     References:
