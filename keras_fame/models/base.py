@@ -713,6 +713,7 @@ class SequentialRecommender(keras.Model):
 
         Example:
         >>> from keras_fame.datasets import Vocabulary
+        >>> from keras_fame.models import SASRec
         >>> model = SASRec(num_items=3, max_len=4, hidden_dim=8, num_heads=1)
         >>> model.set_vocabulary(Vocabulary(["a", "b", "c"]))
         >>> ids, unknown = model.encode_histories(["a c", ["b", "zz"]])
