@@ -194,6 +194,7 @@ def _run_workers(workdir, timeout):
     return outputs
 
 
+@pytest.mark.large  # three processes of TensorFlow: minutes on 2 cores
 def test_two_workers_and_mirrored_match_one_process(tmp_path):
     """Two local worker processes (MultiWorkerMirroredStrategy via TF_CONFIG),
     and `distribution="mirrored"` over two logical CPUs, train like one device.
