@@ -159,6 +159,157 @@ def _candidates(seen, labels, num_items):
     return ops.logical_or(ops.logical_not(seen_items), is_target)
 
 
+def _excluded_columns(seen, labels):
+    """The columns (item id - 1) each row's softmax leaves out.
+
+    Args:
+        seen: int32 `(rows, n)` ids a row has read (0 = none, repeats allowed).
+        labels: int32 `(rows,)` the row's target column (id - 1).
+
+    Returns:
+        `(columns, excluded)`: int32 `(rows, n)` and boolean `(rows, n)`;
+        `excluded` is True where `seen` holds an item other than the row's
+        target, and there `columns` is its column. Elsewhere `columns` is the
+        target's column, so a scatter that adds 0 there changes nothing.
+    """
+    seen = ops.cast(seen, "int32")
+    columns = seen - 1
+    targets = ops.expand_dims(ops.cast(labels, "int32"), 1)
+    excluded = ops.logical_and(ops.greater(seen, 0), ops.not_equal(columns, targets))
+    return ops.where(excluded, columns, targets), excluded
+
+
+def _first_occurrences(ids, keep):
+    """Boolean like `keep`: True where `keep` is and no earlier True entry of
+    the same row holds the same id (each distinct id counted once)."""
+    length = ops.shape(ids)[1]
+    same = ops.logical_and(
+        ops.equal(ops.expand_dims(ids, 2), ops.expand_dims(ids, 1)),
+        ops.expand_dims(keep, 1),
+    )
+    # same[r, j, k]: entry k (a kept one) holds the id of entry j; earlier k only.
+    earlier = ops.less(
+        ops.arange(length)[None, :], ops.arange(length)[:, None]
+    )  # [j, k]: k < j
+    repeated = ops.any(ops.logical_and(same, earlier[None]), axis=2)
+    return ops.logical_and(keep, ops.logical_not(repeated))
+
+
+def _row_column_indices(columns):
+    """`(rows * n, 2)` int32 (row, column) pairs of `columns` `(rows, n)`."""
+    rows = ops.shape(columns)[0]
+    width = ops.shape(columns)[1]
+    row_ids = ops.repeat(ops.arange(rows, dtype="int32"), width)
+    return ops.stack([row_ids, ops.reshape(columns, (-1,))], axis=1)
+
+
+def full_softmax_cross_entropy(
+    vectors, items, labels, seen=None, label_smoothing: float = 0.0
+):
+    """Per-row full-softmax cross-entropy with a memory-lean custom gradient.
+
+    The logits `vectors @ items.T` are computed once, in float32, and no
+    masked copy of them is made: the items a row leaves out (`seen`) get
+    -1e9 added in place (a scatter of `rows * n` values into the logits),
+    the log-sum-exp is one reduction, and the gradient builds `softmax -
+    target distribution` in a single `(rows, items)` buffer, from which the
+    two matmuls give the gradients of `vectors` and `items`.
+
+    Args:
+        vectors: `(rows, d)` scoring vectors (any float dtype).
+        items: `(num_items, d)` item table without the padding row, same
+            dtype; column `i` of the logits is item `i + 1`.
+        labels: int `(rows,)` target columns (item id - 1), in
+            `[0, num_items)`.
+        seen: optional int `(rows, n)` item ids (0 = none, repeats allowed)
+            to leave out of each row's softmax; a row's own target stays in.
+        label_smoothing: share `e` in [0, 1) of the target distribution
+            spread evenly over each row's candidates.
+
+    Returns:
+        float32 `(rows,)`: `logsumexp(candidate logits) - (1 - e) * target
+        logit - e * mean(candidate logits)`.
+    """
+    eps = float(label_smoothing)
+    labels = ops.cast(labels, "int32")
+    num_items = ops.shape(items)[0]
+    label_pairs = ops.stack(
+        [ops.arange(ops.shape(labels)[0], dtype="int32"), labels], axis=1
+    )
+    if seen is not None:
+        columns, excluded = _excluded_columns(seen, labels)
+        pairs = _row_column_indices(columns)
+        excluded_flat = ops.reshape(excluded, (-1,))
+        if eps:
+            distinct = _first_occurrences(columns, excluded)
+            num_excluded = ops.sum(ops.cast(distinct, "float32"), axis=1)
+            distinct_flat = ops.reshape(distinct, (-1,))
+        else:
+            distinct = None
+
+    @ops.custom_gradient
+    def losses_fn(vectors, items):
+        logits = ops.cast(ops.matmul(vectors, ops.transpose(items)), "float32")
+        target_logits = ops.take_along_axis(logits, ops.expand_dims(labels, 1), axis=1)[
+            :, 0
+        ]
+        if eps:
+            # The mean candidate logit by arithmetic: v . sum(items) less the
+            # excluded logits, over the number of candidates.
+            item_sum = ops.sum(ops.cast(items, "float32"), axis=0)
+            total = ops.matmul(ops.cast(vectors, "float32"), item_sum[:, None])[:, 0]
+            count = ops.cast(num_items, "float32") * ops.ones_like(total)
+            if seen is not None:
+                seen_logits = ops.take_along_axis(logits, columns, axis=1)
+                total = total - ops.sum(ops.where(distinct, seen_logits, 0.0), axis=1)
+                count = count - num_excluded
+            mean_logits = total / count
+        if seen is not None:
+            # -1e9 added at the excluded columns (0 at the target's), in place.
+            logits = ops.scatter_update(
+                logits,
+                pairs,
+                ops.where(excluded_flat, _MASK_VALUE, 0.0),
+                reduction="add",
+            )
+        log_partition = ops.logsumexp(logits, axis=1)
+        losses = log_partition - target_logits
+        if eps:
+            losses = log_partition - (1.0 - eps) * target_logits - eps * mean_logits
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            upstream = ops.cast(upstream, "float32")
+            # softmax * upstream, in the logits' buffer.
+            delta = ops.exp(logits - ops.expand_dims(log_partition, 1))
+            delta = delta * ops.expand_dims(upstream, 1)
+            if eps:
+                share = eps * upstream / count
+                delta = delta - ops.expand_dims(share, 1)
+                if seen is not None:
+                    # Excluded columns take no share (their softmax is 0).
+                    delta = ops.scatter_update(
+                        delta,
+                        pairs,
+                        ops.where(
+                            distinct_flat, ops.repeat(share, ops.shape(columns)[1]), 0.0
+                        ),
+                        reduction="add",
+                    )
+            delta = ops.scatter_update(
+                delta, label_pairs, -(1.0 - eps) * upstream, reduction="add"
+            )
+            delta = ops.cast(delta, vectors.dtype)
+            d_vectors = ops.matmul(delta, items)
+            d_items = ops.matmul(ops.transpose(delta), vectors)
+            return d_vectors, d_items
+
+        return losses, grad
+
+    return losses_fn(vectors, items)
+
+
 def _static_rank(tensor):
     """The rank of `tensor` if it is known while tracing, else None."""
     try:
@@ -455,6 +606,10 @@ class SequentialRecommender(keras.Model):
         is_padding = ops.equal(ops.arange(self.num_items + 1), 0)
         return ops.where(is_padding, _MASK_VALUE, logits)
 
+    # The full softmax's loss: `full_softmax_cross_entropy` (True) or the
+    # earlier masked-copy implementation (False, for benchmarks only).
+    _fused_full_softmax = True
+
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
@@ -498,41 +653,17 @@ class SequentialRecommender(keras.Model):
             weights = ops.cast(is_real, "float32")
         if sample_weight is not None:
             raise ValueError("`sample_weight` is not supported by SASRec/FAME.")
-        if self.softmax == "full":
+        if self.softmax == "full" and self._fused_full_softmax:
             # Items 1..num_items only: the padding column needs no mask pass.
-            item_logits = ops.cast(
-                ops.matmul(vectors, ops.transpose(self.item_table()[1:])), "float32"
+            losses = full_softmax_cross_entropy(
+                vectors,
+                self.item_table()[1:],
+                ops.maximum(targets - 1, 0),
+                seen=seen,
+                label_smoothing=self.label_smoothing,
             )
-            labels = ops.maximum(targets - 1, 0)
-            keep = None
-            if seen is not None:
-                # The items a position has read (but its target) leave the
-                # softmax, as evaluation leaves them out of the candidates.
-                keep = _candidates(seen, labels, self.num_items)
-                item_logits = ops.where(keep, item_logits, _MASK_VALUE)
-            if self.label_smoothing:
-                # Cross-entropy against (1 - e) one-hot + e uniform over the
-                # candidates: logsumexp - (1 - e) target logit - e mean
-                # candidate logit, with one logsumexp pass over the logits.
-                eps = self.label_smoothing
-                target_logits = ops.take_along_axis(
-                    item_logits, ops.expand_dims(labels, -1), axis=-1
-                )[:, 0]
-                if keep is None:
-                    mean_logits = ops.mean(item_logits, axis=-1)
-                else:
-                    mean_logits = ops.sum(
-                        ops.where(keep, item_logits, 0.0), axis=-1
-                    ) / ops.sum(ops.cast(keep, "float32"), axis=-1)
-                losses = (
-                    ops.logsumexp(item_logits, axis=-1)
-                    - (1.0 - eps) * target_logits
-                    - eps * mean_logits
-                )
-            else:
-                losses = keras.losses.sparse_categorical_crossentropy(
-                    labels, item_logits, from_logits=True
-                )
+        elif self.softmax == "full":
+            losses = self._unfused_full_softmax_losses(vectors, targets, seen)
         else:
             losses = self._sampled_softmax_losses(vectors, targets, weights)
         total = ops.sum(losses * weights)
@@ -551,6 +682,46 @@ class SequentialRecommender(keras.Model):
             )
             loss = loss + scale_loss_for_distribution(ops.sum(extra))
         return loss
+
+    def _unfused_full_softmax_losses(self, vectors, targets, seen):
+        """The full-softmax losses as computed before `full_softmax_cross_entropy`
+        (a masked copy of the logits, Keras's cross-entropy): kept to compare
+        the two in `benchmarks/bench_step.py` (`_fused_full_softmax = False`)."""
+        # Items 1..num_items only: the padding column needs no mask pass.
+        item_logits = ops.cast(
+            ops.matmul(vectors, ops.transpose(self.item_table()[1:])), "float32"
+        )
+        labels = ops.maximum(targets - 1, 0)
+        keep = None
+        if seen is not None:
+            # The items a position has read (but its target) leave the
+            # softmax, as evaluation leaves them out of the candidates.
+            keep = _candidates(seen, labels, self.num_items)
+            item_logits = ops.where(keep, item_logits, _MASK_VALUE)
+        if self.label_smoothing:
+            # Cross-entropy against (1 - e) one-hot + e uniform over the
+            # candidates: logsumexp - (1 - e) target logit - e mean
+            # candidate logit, with one logsumexp pass over the logits.
+            eps = self.label_smoothing
+            target_logits = ops.take_along_axis(
+                item_logits, ops.expand_dims(labels, -1), axis=-1
+            )[:, 0]
+            if keep is None:
+                mean_logits = ops.mean(item_logits, axis=-1)
+            else:
+                mean_logits = ops.sum(
+                    ops.where(keep, item_logits, 0.0), axis=-1
+                ) / ops.sum(ops.cast(keep, "float32"), axis=-1)
+            losses = (
+                ops.logsumexp(item_logits, axis=-1)
+                - (1.0 - eps) * target_logits
+                - eps * mean_logits
+            )
+        else:
+            losses = keras.losses.sparse_categorical_crossentropy(
+                labels, item_logits, from_logits=True
+            )
+        return losses
 
     def _sampled_softmax_losses(self, vectors, targets, weights):
         """Per-position sampled-softmax cross-entropy with log-Q correction.
