@@ -208,12 +208,17 @@ def full_softmax_cross_entropy(
 ):
     """Per-row full-softmax cross-entropy with a memory-lean custom gradient.
 
-    The logits `vectors @ items.T` are computed once, in float32, and no
-    masked copy of them is made: the items a row leaves out (`seen`) get
-    -1e9 added in place (a scatter of `rows * n` values into the logits),
-    the log-sum-exp is one reduction, and the gradient builds `softmax -
-    target distribution` in a single `(rows, items)` buffer, from which the
-    two matmuls give the gradients of `vectors` and `items`.
+    The logits `vectors @ items.T` are computed once, in float32, and turned
+    into the softmax (one fused softmax op; no masked copy, no broadcast
+    pass): the log-partition is `max(logits) - log(max(softmax))`, exact
+    since the largest probability is at least `1 / num_items`. The softmax
+    is the only `(rows, items)` buffer kept for the gradient; the target
+    distribution (one-hot, and label smoothing's uniform share) is
+    subtracted by arithmetic on `(rows, d)` and `(items, d)` terms, so the
+    gradients of `vectors` and `items` are the two matmuls of the softmax
+    plus small corrections. The items a row leaves out (`seen`) get -1e9
+    added to their logits before the softmax (a scatter of `rows * n`
+    values), so their probability is exactly 0.
 
     Args:
         vectors: `(rows, d)` scoring vectors (any float dtype).
@@ -233,77 +238,90 @@ def full_softmax_cross_entropy(
     eps = float(label_smoothing)
     labels = ops.cast(labels, "int32")
     num_items = ops.shape(items)[0]
-    label_pairs = ops.stack(
-        [ops.arange(ops.shape(labels)[0], dtype="int32"), labels], axis=1
-    )
     if seen is not None:
         columns, excluded = _excluded_columns(seen, labels)
         pairs = _row_column_indices(columns)
-        excluded_flat = ops.reshape(excluded, (-1,))
         if eps:
-            distinct = _first_occurrences(columns, excluded)
-            num_excluded = ops.sum(ops.cast(distinct, "float32"), axis=1)
-            distinct_flat = ops.reshape(distinct, (-1,))
-        else:
-            distinct = None
+            distinct = ops.cast(_first_occurrences(columns, excluded), "float32")
+            num_excluded = ops.sum(distinct, axis=1)
 
     @ops.custom_gradient
     def losses_fn(vectors, items):
         logits = ops.cast(ops.matmul(vectors, ops.transpose(items)), "float32")
-        target_logits = ops.take_along_axis(logits, ops.expand_dims(labels, 1), axis=1)[
-            :, 0
-        ]
+        target_logits = ops.take_along_axis(logits, labels[:, None], axis=1)[:, 0]
         if eps:
             # The mean candidate logit by arithmetic: v . sum(items) less the
             # excluded logits, over the number of candidates.
-            item_sum = ops.sum(ops.cast(items, "float32"), axis=0)
-            total = ops.matmul(ops.cast(vectors, "float32"), item_sum[:, None])[:, 0]
-            count = ops.cast(num_items, "float32") * ops.ones_like(total)
+            items32 = ops.cast(items, "float32")
+            vectors32 = ops.cast(vectors, "float32")
+            item_sum = ops.sum(items32, axis=0)
+            total = ops.matmul(vectors32, item_sum[:, None])[:, 0]
+            count = ops.cast(num_items, "float32") + ops.zeros_like(total)
             if seen is not None:
                 seen_logits = ops.take_along_axis(logits, columns, axis=1)
-                total = total - ops.sum(ops.where(distinct, seen_logits, 0.0), axis=1)
+                total = total - ops.sum(distinct * seen_logits, axis=1)
                 count = count - num_excluded
             mean_logits = total / count
         if seen is not None:
-            # -1e9 added at the excluded columns (0 at the target's), in place.
+            # -1e9 added at the excluded columns (0 at the target's).
             logits = ops.scatter_update(
                 logits,
                 pairs,
-                ops.where(excluded_flat, _MASK_VALUE, 0.0),
+                ops.reshape(ops.where(excluded, _MASK_VALUE, 0.0), (-1,)),
                 reduction="add",
             )
-        log_partition = ops.logsumexp(logits, axis=1)
-        losses = log_partition - target_logits
+        top = ops.max(logits, axis=1)
+        softmax = ops.softmax(logits, axis=1)
+        log_partition = top - ops.log(ops.max(softmax, axis=1))
         if eps:
             losses = log_partition - (1.0 - eps) * target_logits - eps * mean_logits
+        else:
+            losses = log_partition - target_logits
 
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            upstream = ops.cast(upstream, "float32")
-            # softmax * upstream, in the logits' buffer.
-            delta = ops.exp(logits - ops.expand_dims(log_partition, 1))
-            delta = delta * ops.expand_dims(upstream, 1)
-            if eps:
-                share = eps * upstream / count
-                delta = delta - ops.expand_dims(share, 1)
-                if seen is not None:
-                    # Excluded columns take no share (their softmax is 0).
-                    delta = ops.scatter_update(
-                        delta,
-                        pairs,
-                        ops.where(
-                            distinct_flat, ops.repeat(share, ops.shape(columns)[1]), 0.0
-                        ),
-                        reduction="add",
-                    )
-            delta = ops.scatter_update(
-                delta, label_pairs, -(1.0 - eps) * upstream, reduction="add"
+            upstream = ops.cast(upstream, "float32")[:, None]
+            items32 = ops.cast(items, "float32")
+            vectors32 = ops.cast(vectors, "float32")
+            probs = ops.cast(softmax, vectors.dtype)
+            # d loss / d logits = softmax - (1 - e) one-hot - (e / count) on
+            # the candidates; each term's matmuls are done on its own.
+            d_vectors = ops.cast(ops.matmul(probs, items), "float32")
+            weighted = upstream * vectors32
+            d_items = ops.cast(
+                ops.matmul(ops.transpose(probs), ops.cast(weighted, vectors.dtype)),
+                "float32",
             )
-            delta = ops.cast(delta, vectors.dtype)
-            d_vectors = ops.matmul(delta, items)
-            d_items = ops.matmul(ops.transpose(delta), vectors)
-            return d_vectors, d_items
+            target_rows = ops.take(items32, labels, axis=0)
+            d_vectors = d_vectors - (1.0 - eps) * target_rows
+            label_rows = labels[:, None]
+            shape = (num_items, ops.shape(items)[1])
+            d_items = d_items - ops.scatter(label_rows, (1.0 - eps) * weighted, shape)
+            if eps:
+                share = eps / count[:, None]
+                candidate_sum = item_sum[None, :]
+                shared = share * weighted
+                d_items = d_items - ops.sum(shared, axis=0)[None, :]
+                if seen is not None:
+                    excluded_rows = ops.take(items32, columns, axis=0)
+                    candidate_sum = candidate_sum - ops.sum(
+                        distinct[:, :, None] * excluded_rows, axis=1
+                    )
+                    d_items = d_items + ops.scatter(
+                        ops.reshape(columns, (-1, 1)),
+                        ops.reshape(
+                            distinct[:, :, None] * shared[:, None, :],
+                            (-1, ops.shape(items)[1]),
+                        ),
+                        shape,
+                    )
+                d_vectors = d_vectors - share * candidate_sum
+            d_vectors = upstream * d_vectors
+            return (
+                ops.cast(d_vectors, vectors.dtype),
+                ops.cast(d_items, items.dtype),
+            )
 
         return losses, grad
 
