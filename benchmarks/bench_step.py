@@ -19,7 +19,10 @@ it prints and saves:
   matmuls;
 - the SASRec and FAME train-step times with the fused loss ("after") and
   with the earlier loss ("before", `_fused_full_softmax = False`), and the
-  ratios step / floor and FAME / SASRec.
+  ratios step / floor and FAME / SASRec;
+- with `--parts`, the parts of each (fused) step: forward and loss with and
+  without dropout, forward and backward, and Adam's update of the item
+  table and of the other weights (a profile by subtraction).
 
 Times are medians over the repeats of the mean time of `--steps` calls.
 
@@ -27,6 +30,8 @@ Usage:
     python benchmarks/bench_step.py                  # Sports' shape
     python benchmarks/bench_step.py --repeats 15 --steps 10
     python benchmarks/bench_step.py --num-items 500  # the per-step overhead
+    python benchmarks/bench_step.py --parts --output \
+        benchmarks/results/step_parts.json  # where a step's time goes
 """
 
 import argparse
@@ -134,8 +139,8 @@ def synthetic_batch(args):
     return tf.constant(ids, "int32"), tf.constant(targets, "int32")
 
 
-def step_function(kind: str, fused: bool, args):
-    """A traced train step of a fresh model; `fused` picks the loss."""
+def _model(kind: str, fused: bool, args):
+    """A fresh compiled model (seeded) whose optimizer is built."""
     keras.utils.set_random_seed(args.seed)
     kwargs = dict(
         num_items=args.num_items,
@@ -152,10 +157,54 @@ def step_function(kind: str, fused: bool, args):
     model._fused_full_softmax = fused
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def step_function(kind: str, fused: bool, args):
+    """A traced train step of a fresh model; `fused` picks the loss."""
+    model = _model(kind, fused, args)
     step = tf.function(model.train_step)
     batch = synthetic_batch(args)
     step(batch)  # trace with this loss
     return lambda: step(batch)
+
+
+def part_functions(kind: str, args) -> dict:
+    """The parts of a step (fused loss), each a traced function: the forward
+    pass and loss with and without dropout, forward and backward, and
+    Adam's update of all weights and of the item table alone."""
+    model = _model(kind, True, args)
+    x, y = synthetic_batch(args)
+    weights = model.trainable_variables
+    table = [model.item_embedding.embeddings]
+    others = [w for w in weights if w is not table[0]]
+
+    def loss(training):
+        model._one_target_per_row = True
+        try:
+            return model.compute_loss(x, y, model(x, training=training))
+        finally:
+            model._one_target_per_row = False
+
+    def gradients():
+        with tf.GradientTape() as tape:
+            value = loss(True)
+        return tape.gradient(value, weights)
+
+    grads = [tf.convert_to_tensor(g) for g in tf.function(gradients)()]
+    table_grad = [grads[weights.index(table[0])]]
+    other_grads = [g for g, w in zip(grads, weights, strict=True) if w is not table[0]]
+    return {
+        f"{kind}_part_forward": tf.function(lambda: loss(True)),
+        f"{kind}_part_forward_no_dropout": tf.function(lambda: loss(False)),
+        f"{kind}_part_forward_backward": tf.function(gradients),
+        f"{kind}_part_adam_item_table": tf.function(
+            lambda: model.optimizer.apply(table_grad, table)
+        ),
+        f"{kind}_part_adam_other_weights": tf.function(
+            lambda: model.optimizer.apply(other_grads, others)
+        ),
+    }
 
 
 def time_interleaved(functions: dict, repeats: int, steps: int) -> dict:
@@ -189,6 +238,8 @@ def run(args):
             raise ValueError(f"--models: unknown model {kind!r} (sasrec, fame)")
         for fused, label in ((False, "before"), (True, "after")):
             functions[f"{kind}_{label}"] = step_function(kind, fused, args)
+        if args.parts:
+            functions.update(part_functions(kind, args))
     print(SHARED_NOTE)
     times = time_interleaved(functions, args.repeats, args.steps)
     ms = {name: t["median_ms"] for name, t in times.items()}
@@ -205,9 +256,9 @@ def run(args):
     ratios["loss_earlier_over_floor"] = ms["loss_earlier"] / ms["loss_floor"]
     ratios["loss_fused_over_floor"] = ms["loss_fused"] / ms["loss_floor"]
     for name, value in ms.items():
-        print(f"{name:14s} {value:8.2f} ms")
+        print(f"{name:34s} {value:8.2f} ms")
     for name, value in ratios.items():
-        print(f"{name:28s} {value:6.2f}")
+        print(f"{name:44s} {value:6.2f}")
     report = {
         "benchmark": "step_time",
         "config": {k: v for k, v in vars(args).items() if k not in ("output", "argv")},
@@ -247,6 +298,11 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--parts",
+        action="store_true",
+        help="also time the parts of each step (forward, backward, Adam)",
+    )
     parser.add_argument(
         "--output", default=str(ROOT / "benchmarks/results/step_time.json")
     )
