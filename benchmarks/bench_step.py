@@ -15,8 +15,9 @@ it prints and saves:
   last position only), each a `(m, k) @ (k, n)` product plus its two
   gradient products;
 - the full-softmax loss alone (forward and backward over `(batch, items)`
-  logits) with the fused loss and with the earlier one, and its three
-  matmuls;
+  logits, from a table with a padding row) with the fused loss, the fused
+  loss with a plain `table[1:]` slice (what `_without_padding_row`'s
+  gradient buys), and the earlier loss, and its three matmuls;
 - the SASRec and FAME train-step times with the fused loss ("after") and
   with the earlier loss ("before", `_fused_full_softmax = False`), and the
   ratios step / floor and FAME / SASRec;
@@ -48,7 +49,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_fame.models import FAME, SASRec  # noqa: E402
-from keras_fame.models.base import full_softmax_cross_entropy  # noqa: E402
+from keras_fame.models.base import (  # noqa: E402
+    _without_padding_row,
+    full_softmax_cross_entropy,
+)
 from keras_fame.provenance import machine_description, source_commit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,33 +103,46 @@ def floor_function(shapes):
 
 
 def loss_functions(args):
-    """Forward+backward of the full-softmax loss alone: fused, earlier, floor."""
+    """Forward+backward of the full-softmax loss alone, from a table variable
+    with a padding row, as in the models: the fused loss (with the padding
+    row dropped by `_without_padding_row`, and by a plain slice) and the
+    earlier loss (plain slice, Keras's sparse cross-entropy)."""
     rng = np.random.default_rng(1)
-    vectors = tf.Variable(rng.normal(0, 0.1, (args.batch_size, args.hidden_dim)))
-    vectors = tf.Variable(tf.cast(vectors, "float32"))
-    items = tf.Variable(
-        rng.normal(0, 0.1, (args.num_items, args.hidden_dim)).astype("float32")
+    shape = (args.batch_size, args.hidden_dim)
+    vectors = tf.Variable(rng.normal(0, 0.1, shape).astype("float32"))
+    table = tf.Variable(
+        rng.normal(0, 0.1, (args.num_items + 1, args.hidden_dim)).astype("float32")
     )
     labels = tf.constant(rng.integers(0, args.num_items, args.batch_size), "int32")
 
-    @tf.function
-    def fused():
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(full_softmax_cross_entropy(vectors, items, labels))
-        return tape.gradient(loss, [vectors, items])
+    def fused_with(drop_padding):
+        @tf.function
+        def fused():
+            with tf.GradientTape() as tape:
+                losses = full_softmax_cross_entropy(
+                    vectors, drop_padding(table), labels
+                )
+                loss = tf.reduce_mean(losses)
+            return tape.gradient(loss, [vectors, table])
+
+        return fused
 
     @tf.function
     def earlier():
         with tf.GradientTape() as tape:
-            logits = tf.matmul(vectors, items, transpose_b=True)
+            logits = tf.matmul(vectors, table[1:], transpose_b=True)
             loss = tf.reduce_mean(
                 keras.losses.sparse_categorical_crossentropy(
                     labels, logits, from_logits=True
                 )
             )
-        return tape.gradient(loss, [vectors, items])
+        return tape.gradient(loss, [vectors, table])
 
-    return {"loss_fused": fused, "loss_earlier": earlier}
+    return {
+        "loss_fused": fused_with(_without_padding_row),
+        "loss_fused_plain_slice": fused_with(lambda t: t[1:]),
+        "loss_earlier": earlier,
+    }
 
 
 def synthetic_batch(args):
@@ -255,6 +272,9 @@ def run(args):
             )
     ratios["loss_earlier_over_floor"] = ms["loss_earlier"] / ms["loss_floor"]
     ratios["loss_fused_over_floor"] = ms["loss_fused"] / ms["loss_floor"]
+    ratios["loss_fused_plain_slice_over_floor"] = (
+        ms["loss_fused_plain_slice"] / ms["loss_floor"]
+    )
     for name, value in ms.items():
         print(f"{name:34s} {value:8.2f} ms")
     for name, value in ratios.items():

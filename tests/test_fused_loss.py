@@ -19,7 +19,7 @@ import pytest
 from keras import ops
 
 from keras_fame.models import FAME, SASRec
-from keras_fame.models.base import full_softmax_cross_entropy
+from keras_fame.models.base import _without_padding_row, full_softmax_cross_entropy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -219,6 +219,21 @@ def check_mixed_precision():
     np.testing.assert_allclose(ops.convert_to_numpy(losses)[0], ref[0], rtol=1e-2)
 
 
+def check_padding_row_slice():
+    """`_without_padding_row(t)` is `t[1:]`; its gradient a zero row, then the
+    incoming gradient."""
+    rng = np.random.default_rng(5)
+    weights = rng.normal(size=(6, 3)).astype("float32")
+    table = rng.normal(size=(7, 3)).astype("float32")
+
+    def fn(w, t):
+        return ops.sum(w * _without_padding_row(t))
+
+    _, (d_weights, d_table) = _loss_and_gradients(fn, weights, table)
+    np.testing.assert_array_equal(d_weights, table[1:])
+    np.testing.assert_array_equal(d_table, np.concatenate([np.zeros((1, 3)), weights]))
+
+
 def check_all():
     """Every check, on the current backend (the JAX test runs this)."""
     for exclude in (None, "seen"):
@@ -228,6 +243,7 @@ def check_all():
                 check_model_loss(model_class, bool(exclude), eps)
     check_finite_difference()
     check_mixed_precision()
+    check_padding_row_slice()
 
 
 @pytest.mark.parametrize("exclude, eps", CASES)
@@ -243,6 +259,10 @@ def test_gradient_matches_finite_differences():
 @pytest.mark.parametrize("exclude, eps", CASES)
 def test_model_loss_matches_reference(model_class, exclude, eps):
     check_model_loss(model_class, bool(exclude), eps)
+
+
+def test_padding_row_slice_gradient():
+    check_padding_row_slice()
 
 
 def test_mixed_precision_softmax_in_float32():

@@ -203,6 +203,19 @@ def _row_column_indices(columns):
     return ops.stack([row_ids, ops.reshape(columns, (-1,))], axis=1)
 
 
+@ops.custom_gradient
+def _without_padding_row(table):
+    """`table[1:]`, whose gradient is a concatenation (a zero row, then the
+    incoming gradient) rather than TensorFlow's slower slice gradient."""
+
+    def grad(*args, upstream=None):
+        if upstream is None:
+            (upstream,) = args
+        return ops.concatenate([ops.zeros_like(upstream[:1]), upstream], axis=0)
+
+    return table[1:], grad
+
+
 def full_softmax_cross_entropy(
     vectors, items, labels, seen=None, label_smoothing: float = 0.0
 ):
@@ -675,7 +688,7 @@ class SequentialRecommender(keras.Model):
             # Items 1..num_items only: the padding column needs no mask pass.
             losses = full_softmax_cross_entropy(
                 vectors,
-                self.item_table()[1:],
+                _without_padding_row(self.item_table()),
                 ops.maximum(targets - 1, 0),
                 seen=seen,
                 label_smoothing=self.label_smoothing,
