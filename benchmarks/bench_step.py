@@ -18,6 +18,8 @@ it prints and saves:
   logits, from a table with a padding row) with the fused loss, the fused
   loss with a plain `table[1:]` slice (what `_without_padding_row`'s
   gradient buys), and the earlier loss, and its three matmuls;
+- FAME's scoring query alone (forward and backward at the last position),
+  as the layer computes it (a tensordot) and as the einsum it replaced;
 - the SASRec and FAME train-step times with the fused loss ("after") and
   with the earlier loss ("before", `_fused_full_softmax = False`), and the
   ratios step / floor and FAME / SASRec;
@@ -48,6 +50,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from keras_fame.layers import FacetGatedScorer  # noqa: E402
 from keras_fame.models import FAME, SASRec  # noqa: E402
 from keras_fame.models.base import (  # noqa: E402
     _without_padding_row,
@@ -142,6 +145,39 @@ def loss_functions(args):
         "loss_fused": fused_with(_without_padding_row),
         "loss_fused_plain_slice": fused_with(lambda t: t[1:]),
         "loss_earlier": earlier,
+    }
+
+
+def scorer_functions(args) -> dict:
+    """Forward+backward of FAME's scoring query at the last position: the
+    layer's (a tensordot) and the einsum it replaced."""
+    heads = args.num_heads
+    head_dim = args.hidden_dim // heads
+    scorer = FacetGatedScorer(heads)
+    scorer.build((None, 1, heads, head_dim), (args.num_items + 1, args.hidden_dim))
+    rng = np.random.default_rng(2)
+    states = tf.constant(
+        rng.normal(size=(args.batch_size, 1, heads, head_dim)).astype("float32")
+    )
+
+    def einsum_query(head_states):
+        gate = scorer.gate(head_states)
+        weighted = head_states * gate[..., None]
+        return keras.ops.einsum("...hk,hdk->...d", weighted, scorer.facet_kernel)
+
+    def timed(query):
+        @tf.function
+        def run():
+            with tf.GradientTape() as tape:
+                tape.watch(states)
+                loss = tf.reduce_sum(tf.square(query(states)))
+            return tape.gradient(loss, [states, *scorer.trainable_variables])
+
+        return run
+
+    return {
+        "scorer_query": timed(scorer.query),
+        "scorer_query_einsum": timed(einsum_query),
     }
 
 
@@ -250,6 +286,7 @@ def run(args):
     functions = {"floor": floor_function(shapes)}
     functions["loss_floor"] = floor_function(shapes[:1])
     functions.update(loss_functions(args))
+    functions.update(scorer_functions(args))
     for kind in args.models.split(","):
         if kind not in ("sasrec", "fame"):
             raise ValueError(f"--models: unknown model {kind!r} (sasrec, fame)")
