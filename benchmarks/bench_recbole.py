@@ -2,7 +2,8 @@
 and time to RecBole's best validation NDCG@20.
 
 RecBole and torch (CPU) are installed into a virtualenv of their own
-(`--venv`; created on first use: `torch==2.13.0`, then `recbole==1.2.1`),
+(`--venv`; created on first use: `torch==2.13.0`, then `recbole==1.2.1`
+with NumPy < 2, pandas < 2.3, SciPy < 1.14),
 never into the package's environment. The Sports file (one line per user:
 `user item item ...`, in time order) is converted to RecBole's atomic format
 (`<workdir>/sports/sports.inter`: `user_id:token item_id:token
@@ -49,7 +50,12 @@ DATA_FILES = {
     "beauty": "Beauty.txt",
     "toys": "Toys_and_Games.txt",
 }
-PACKAGES = (("torch==2.13.0",), ("recbole==1.2.1",))
+# RecBole 1.2.1 uses `np.float_` (gone in NumPy 2): NumPy, and the pandas
+# and SciPy built for it, are held at their 1.x-era releases.
+PACKAGES = (
+    ("torch==2.13.0",),
+    ("recbole==1.2.1", "numpy<2", "pandas<2.3", "scipy<1.14"),
+)
 SETTINGS = dict(
     hidden_dim=64,
     num_blocks=2,

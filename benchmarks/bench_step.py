@@ -27,7 +27,8 @@ it prints and saves:
   without dropout, forward and backward, and Adam's update of the item
   table and of the other weights (a profile by subtraction).
 
-Times are medians over the repeats of the mean time of `--steps` calls.
+Times are the median and the minimum over the repeats of the mean time of
+`--steps` calls; on a loaded machine the minimum is the less disturbed.
 
 Usage:
     python benchmarks/bench_step.py                  # Sports' shape
@@ -276,9 +277,73 @@ def time_interleaved(functions: dict, repeats: int, steps: int) -> dict:
                 functions[name]()
             samples[name].append((time.perf_counter() - start) / steps)
     return {
-        name: {"median_ms": 1e3 * float(np.median(s)), "all_ms": [1e3 * x for x in s]}
+        name: {
+            "median_ms": 1e3 * float(np.median(s)),
+            "min_ms": 1e3 * float(np.min(s)),
+            "all_ms": [1e3 * x for x in s],
+        }
         for name, s in samples.items()
     }
+
+
+def step_ratios(ms: dict) -> dict:
+    """Each step and part over the floor, FAME over SASRec, the loss over
+    its matmuls, and the scorer's einsum over its tensordot."""
+    floor = ms["floor"]
+    ratios = {}
+    for name in ms:
+        if name.startswith(("sasrec", "fame")):
+            ratios[f"{name}_over_floor"] = ms[name] / floor
+    for label in ("before", "after"):
+        if f"fame_{label}" in ms and f"sasrec_{label}" in ms:
+            ratios[f"fame_over_sasrec_{label}"] = (
+                ms[f"fame_{label}"] / ms[f"sasrec_{label}"]
+            )
+    for name in ("loss_earlier", "loss_fused", "loss_fused_plain_slice"):
+        ratios[f"{name}_over_floor"] = ms[name] / ms["loss_floor"]
+    ratios["scorer_einsum_over_tensordot"] = (
+        ms["scorer_query_einsum"] / ms["scorer_query"]
+    )
+    return ratios
+
+
+CHANGES = (
+    (
+        "fused full-softmax loss (one softmax op, one-hot by arithmetic)",
+        "loss_earlier",
+        "loss_fused_plain_slice",
+    ),
+    (
+        "padding row dropped with a concatenating gradient",
+        "loss_fused_plain_slice",
+        "loss_fused",
+    ),
+    (
+        "FacetGatedScorer.query as a tensordot (was an einsum)",
+        "scorer_query_einsum",
+        "scorer_query",
+    ),
+    ("SASRec step, all changes", "sasrec_before", "sasrec_after"),
+    ("FAME step, all changes", "fame_before", "fame_after"),
+)
+
+
+def changes(times: dict) -> list:
+    """What each change bought: the two timed variants and the difference."""
+    rows = []
+    for change, before, after in CHANGES:
+        if before in times and after in times:
+            rows.append(
+                {
+                    "change": change,
+                    "before": before,
+                    "after": after,
+                    "saved_ms_median": times[before]["median_ms"]
+                    - times[after]["median_ms"],
+                    "saved_ms_min": times[before]["min_ms"] - times[after]["min_ms"],
+                }
+            )
+    return rows
 
 
 def run(args):
@@ -296,26 +361,22 @@ def run(args):
             functions.update(part_functions(kind, args))
     print(SHARED_NOTE)
     times = time_interleaved(functions, args.repeats, args.steps)
-    ms = {name: t["median_ms"] for name, t in times.items()}
-    floor = ms["floor"]
     ratios = {}
-    for name in ms:
-        if name.startswith(("sasrec", "fame")):
-            ratios[f"{name}_over_floor"] = ms[name] / floor
-    for label in ("before", "after"):
-        if f"fame_{label}" in ms and f"sasrec_{label}" in ms:
-            ratios[f"fame_over_sasrec_{label}"] = (
-                ms[f"fame_{label}"] / ms[f"sasrec_{label}"]
-            )
-    ratios["loss_earlier_over_floor"] = ms["loss_earlier"] / ms["loss_floor"]
-    ratios["loss_fused_over_floor"] = ms["loss_fused"] / ms["loss_floor"]
-    ratios["loss_fused_plain_slice_over_floor"] = (
-        ms["loss_fused_plain_slice"] / ms["loss_floor"]
-    )
-    for name, value in ms.items():
-        print(f"{name:34s} {value:8.2f} ms")
-    for name, value in ratios.items():
-        print(f"{name:44s} {value:6.2f}")
+    for statistic in ("median_ms", "min_ms"):
+        ms = {name: t[statistic] for name, t in times.items()}
+        ratios[statistic] = step_ratios(ms)
+    ms = {name: t["median_ms"] for name, t in times.items()}
+    for name, t in times.items():
+        print(f"{name:34s} {t['median_ms']:8.2f} ms median {t['min_ms']:8.2f} ms min")
+    for name, value in ratios["median_ms"].items():
+        print(
+            f"{name:44s} {value:6.2f} (medians) {ratios['min_ms'][name]:6.2f} (minima)"
+        )
+    for row in changes(times):
+        print(
+            f"{row['change']}: {row['saved_ms_median']:.1f} ms saved (medians), "
+            f"{row['saved_ms_min']:.1f} ms (minima)"
+        )
     report = {
         "benchmark": "step_time",
         "config": {k: v for k, v in vars(args).items() if k not in ("output", "argv")},
@@ -324,6 +385,7 @@ def run(args):
         "times": times,
         "median_ms": ms,
         "ratios": ratios,
+        "changes": changes(times),
         "note": SHARED_NOTE,
         "machine": machine_description(),
         "tensorflow": tf.__version__,
