@@ -162,6 +162,188 @@ def _candidates(seen, labels, num_items):
     return ops.logical_or(ops.logical_not(seen_items), is_target)
 
 
+def _excluded_columns(seen, labels):
+    """The columns (item id - 1) each row's softmax leaves out.
+
+    Args:
+        seen: int32 `(rows, n)` ids a row has read (0 = none, repeats allowed).
+        labels: int32 `(rows,)` the row's target column (id - 1).
+
+    Returns:
+        `(columns, excluded)`: int32 `(rows, n)` and boolean `(rows, n)`;
+        `excluded` is True where `seen` holds an item other than the row's
+        target, and there `columns` is its column. Elsewhere `columns` is the
+        target's column, so a scatter that adds 0 there changes nothing.
+    """
+    seen = ops.cast(seen, "int32")
+    columns = seen - 1
+    targets = ops.expand_dims(ops.cast(labels, "int32"), 1)
+    excluded = ops.logical_and(ops.greater(seen, 0), ops.not_equal(columns, targets))
+    return ops.where(excluded, columns, targets), excluded
+
+
+def _first_occurrences(ids, keep):
+    """Boolean like `keep`: True where `keep` is and no earlier True entry of
+    the same row holds the same id (each distinct id counted once)."""
+    length = ops.shape(ids)[1]
+    same = ops.logical_and(
+        ops.equal(ops.expand_dims(ids, 2), ops.expand_dims(ids, 1)),
+        ops.expand_dims(keep, 1),
+    )
+    # same[r, j, k]: entry k (a kept one) holds the id of entry j; earlier k only.
+    earlier = ops.less(
+        ops.arange(length)[None, :], ops.arange(length)[:, None]
+    )  # [j, k]: k < j
+    repeated = ops.any(ops.logical_and(same, earlier[None]), axis=2)
+    return ops.logical_and(keep, ops.logical_not(repeated))
+
+
+def _row_column_indices(columns):
+    """`(rows * n, 2)` int32 (row, column) pairs of `columns` `(rows, n)`."""
+    rows = ops.shape(columns)[0]
+    width = ops.shape(columns)[1]
+    row_ids = ops.repeat(ops.arange(rows, dtype="int32"), width)
+    return ops.stack([row_ids, ops.reshape(columns, (-1,))], axis=1)
+
+
+@ops.custom_gradient
+def _without_padding_row(table):
+    """`table[1:]`, whose gradient is a concatenation (a zero row, then the
+    incoming gradient) rather than TensorFlow's slower slice gradient."""
+
+    def grad(*args, upstream=None):
+        if upstream is None:
+            (upstream,) = args
+        return ops.concatenate([ops.zeros_like(upstream[:1]), upstream], axis=0)
+
+    return table[1:], grad
+
+
+def full_softmax_cross_entropy(
+    vectors, items, labels, seen=None, label_smoothing: float = 0.0
+):
+    """Per-row full-softmax cross-entropy with a memory-lean custom gradient.
+
+    The logits `vectors @ items.T` are computed once, in float32, and turned
+    into the softmax (one fused softmax op; no masked copy, no broadcast
+    pass): the log-partition is `max(logits) - log(max(softmax))`, exact
+    since the largest probability is at least `1 / num_items`. The softmax
+    is the only `(rows, items)` buffer kept for the gradient; the target
+    distribution (one-hot, and label smoothing's uniform share) is
+    subtracted by arithmetic on `(rows, d)` and `(items, d)` terms, so the
+    gradients of `vectors` and `items` are the two matmuls of the softmax
+    plus small corrections. The items a row leaves out (`seen`) get -1e9
+    added to their logits before the softmax (a scatter of `rows * n`
+    values), so their probability is exactly 0.
+
+    Args:
+        vectors: `(rows, d)` scoring vectors (any float dtype).
+        items: `(num_items, d)` item table without the padding row, same
+            dtype; column `i` of the logits is item `i + 1`.
+        labels: int `(rows,)` target columns (item id - 1), in
+            `[0, num_items)`.
+        seen: optional int `(rows, n)` item ids (0 = none, repeats allowed)
+            to leave out of each row's softmax; a row's own target stays in.
+        label_smoothing: share `e` in [0, 1) of the target distribution
+            spread evenly over each row's candidates.
+
+    Returns:
+        float32 `(rows,)`: `logsumexp(candidate logits) - (1 - e) * target
+        logit - e * mean(candidate logits)`.
+    """
+    eps = float(label_smoothing)
+    labels = ops.cast(labels, "int32")
+    num_items = ops.shape(items)[0]
+    if seen is not None:
+        columns, excluded = _excluded_columns(seen, labels)
+        pairs = _row_column_indices(columns)
+        if eps:
+            distinct = ops.cast(_first_occurrences(columns, excluded), "float32")
+            num_excluded = ops.sum(distinct, axis=1)
+
+    @ops.custom_gradient
+    def losses_fn(vectors, items):
+        logits = ops.cast(ops.matmul(vectors, ops.transpose(items)), "float32")
+        target_logits = ops.take_along_axis(logits, labels[:, None], axis=1)[:, 0]
+        if eps:
+            # The mean candidate logit by arithmetic: v . sum(items) less the
+            # excluded logits, over the number of candidates.
+            items32 = ops.cast(items, "float32")
+            vectors32 = ops.cast(vectors, "float32")
+            item_sum = ops.sum(items32, axis=0)
+            total = ops.matmul(vectors32, item_sum[:, None])[:, 0]
+            count = ops.cast(num_items, "float32") + ops.zeros_like(total)
+            if seen is not None:
+                seen_logits = ops.take_along_axis(logits, columns, axis=1)
+                total = total - ops.sum(distinct * seen_logits, axis=1)
+                count = count - num_excluded
+            mean_logits = total / count
+        if seen is not None:
+            # -1e9 added at the excluded columns (0 at the target's).
+            logits = ops.scatter_update(
+                logits,
+                pairs,
+                ops.reshape(ops.where(excluded, _MASK_VALUE, 0.0), (-1,)),
+                reduction="add",
+            )
+        top = ops.max(logits, axis=1)
+        softmax = ops.softmax(logits, axis=1)
+        log_partition = top - ops.log(ops.max(softmax, axis=1))
+        if eps:
+            losses = log_partition - (1.0 - eps) * target_logits - eps * mean_logits
+        else:
+            losses = log_partition - target_logits
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            upstream = ops.cast(upstream, "float32")[:, None]
+            items32 = ops.cast(items, "float32")
+            vectors32 = ops.cast(vectors, "float32")
+            probs = ops.cast(softmax, vectors.dtype)
+            # d loss / d logits = softmax - (1 - e) one-hot - (e / count) on
+            # the candidates; each term's matmuls are done on its own.
+            d_vectors = ops.cast(ops.matmul(probs, items), "float32")
+            weighted = upstream * vectors32
+            d_items = ops.cast(
+                ops.matmul(ops.transpose(probs), ops.cast(weighted, vectors.dtype)),
+                "float32",
+            )
+            target_rows = ops.take(items32, labels, axis=0)
+            d_vectors = d_vectors - (1.0 - eps) * target_rows
+            label_rows = labels[:, None]
+            shape = (num_items, ops.shape(items)[1])
+            d_items = d_items - ops.scatter(label_rows, (1.0 - eps) * weighted, shape)
+            if eps:
+                share = eps / count[:, None]
+                candidate_sum = item_sum[None, :]
+                shared = share * weighted
+                d_items = d_items - ops.sum(shared, axis=0)[None, :]
+                if seen is not None:
+                    excluded_rows = ops.take(items32, columns, axis=0)
+                    candidate_sum = candidate_sum - ops.sum(
+                        distinct[:, :, None] * excluded_rows, axis=1
+                    )
+                    d_items = d_items + ops.scatter(
+                        ops.reshape(columns, (-1, 1)),
+                        ops.reshape(
+                            distinct[:, :, None] * shared[:, None, :],
+                            (-1, ops.shape(items)[1]),
+                        ),
+                        shape,
+                    )
+                d_vectors = d_vectors - share * candidate_sum
+            d_vectors = upstream * d_vectors
+            return (
+                ops.cast(d_vectors, vectors.dtype),
+                ops.cast(d_items, items.dtype),
+            )
+
+        return losses, grad
+
+    return losses_fn(vectors, items)
+
+
 def _static_rank(tensor):
     """The rank of `tensor` if it is known while tracing, else None."""
     try:
@@ -459,6 +641,10 @@ class SequentialRecommender(keras.Model):
         is_padding = ops.equal(ops.arange(self.num_items + 1), 0)
         return ops.where(is_padding, _MASK_VALUE, logits)
 
+    # The full softmax's loss: `full_softmax_cross_entropy` (True) or the
+    # earlier masked-copy implementation (False, for benchmarks only).
+    _fused_full_softmax = True
+
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
@@ -502,41 +688,17 @@ class SequentialRecommender(keras.Model):
             weights = ops.cast(is_real, "float32")
         if sample_weight is not None:
             raise ValueError("`sample_weight` is not supported by SASRec/FAME.")
-        if self.softmax == "full":
+        if self.softmax == "full" and self._fused_full_softmax:
             # Items 1..num_items only: the padding column needs no mask pass.
-            item_logits = ops.cast(
-                ops.matmul(vectors, ops.transpose(self.item_table()[1:])), "float32"
+            losses = full_softmax_cross_entropy(
+                vectors,
+                _without_padding_row(self.item_table()),
+                ops.maximum(targets - 1, 0),
+                seen=seen,
+                label_smoothing=self.label_smoothing,
             )
-            labels = ops.maximum(targets - 1, 0)
-            keep = None
-            if seen is not None:
-                # The items a position has read (but its target) leave the
-                # softmax, as evaluation leaves them out of the candidates.
-                keep = _candidates(seen, labels, self.num_items)
-                item_logits = ops.where(keep, item_logits, _MASK_VALUE)
-            if self.label_smoothing:
-                # Cross-entropy against (1 - e) one-hot + e uniform over the
-                # candidates: logsumexp - (1 - e) target logit - e mean
-                # candidate logit, with one logsumexp pass over the logits.
-                eps = self.label_smoothing
-                target_logits = ops.take_along_axis(
-                    item_logits, ops.expand_dims(labels, -1), axis=-1
-                )[:, 0]
-                if keep is None:
-                    mean_logits = ops.mean(item_logits, axis=-1)
-                else:
-                    mean_logits = ops.sum(
-                        ops.where(keep, item_logits, 0.0), axis=-1
-                    ) / ops.sum(ops.cast(keep, "float32"), axis=-1)
-                losses = (
-                    ops.logsumexp(item_logits, axis=-1)
-                    - (1.0 - eps) * target_logits
-                    - eps * mean_logits
-                )
-            else:
-                losses = keras.losses.sparse_categorical_crossentropy(
-                    labels, item_logits, from_logits=True
-                )
+        elif self.softmax == "full":
+            losses = self._unfused_full_softmax_losses(vectors, targets, seen)
         else:
             losses = self._sampled_softmax_losses(vectors, targets, weights)
         total = ops.sum(losses * weights)
@@ -555,6 +717,46 @@ class SequentialRecommender(keras.Model):
             )
             loss = loss + scale_loss_for_distribution(ops.sum(extra))
         return loss
+
+    def _unfused_full_softmax_losses(self, vectors, targets, seen):
+        """The full-softmax losses as computed before `full_softmax_cross_entropy`
+        (a masked copy of the logits, Keras's cross-entropy): kept to compare
+        the two in `benchmarks/bench_step.py` (`_fused_full_softmax = False`)."""
+        # Items 1..num_items only: the padding column needs no mask pass.
+        item_logits = ops.cast(
+            ops.matmul(vectors, ops.transpose(self.item_table()[1:])), "float32"
+        )
+        labels = ops.maximum(targets - 1, 0)
+        keep = None
+        if seen is not None:
+            # The items a position has read (but its target) leave the
+            # softmax, as evaluation leaves them out of the candidates.
+            keep = _candidates(seen, labels, self.num_items)
+            item_logits = ops.where(keep, item_logits, _MASK_VALUE)
+        if self.label_smoothing:
+            # Cross-entropy against (1 - e) one-hot + e uniform over the
+            # candidates: logsumexp - (1 - e) target logit - e mean
+            # candidate logit, with one logsumexp pass over the logits.
+            eps = self.label_smoothing
+            target_logits = ops.take_along_axis(
+                item_logits, ops.expand_dims(labels, -1), axis=-1
+            )[:, 0]
+            if keep is None:
+                mean_logits = ops.mean(item_logits, axis=-1)
+            else:
+                mean_logits = ops.sum(
+                    ops.where(keep, item_logits, 0.0), axis=-1
+                ) / ops.sum(ops.cast(keep, "float32"), axis=-1)
+            losses = (
+                ops.logsumexp(item_logits, axis=-1)
+                - (1.0 - eps) * target_logits
+                - eps * mean_logits
+            )
+        else:
+            losses = keras.losses.sparse_categorical_crossentropy(
+                labels, item_logits, from_logits=True
+            )
+        return losses
 
     def _sampled_softmax_losses(self, vectors, targets, weights):
         """Per-position sampled-softmax cross-entropy with log-Q correction.
