@@ -314,7 +314,8 @@ def main(argv=None):
         report["recbole_best_valid_ndcg@20"] = best
         report["recbole_time_to_best"] = time_to(report["recbole"]["epochs"], best)
         report["ours_time_to_recbole_best"] = time_to(report["ours"]["epochs"], best)
-    from keras_fame.provenance import machine_description, source_commit
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.provenance import machine_description, source_commit
 
     report.update(
         machine=machine_description(),

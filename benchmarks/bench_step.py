@@ -57,9 +57,11 @@ from keras_fame.models.base import (  # noqa: E402
     _without_padding_row,
     full_softmax_cross_entropy,
 )
-from keras_fame.provenance import machine_description, source_commit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.provenance import machine_description, source_commit  # noqa: E402
 
 SHARED_NOTE = (
     "Measured on a machine shared with other jobs (2 CPU cores): absolute "
