@@ -2,7 +2,8 @@
 
 `keras_fame.layers` and `keras_fame.models` use `keras.ops` only and run on
 any Keras backend. The TensorFlow-side modules (`datasets`, `evaluation`,
-`training`, `inspection`, `export`) are imported on first use.
+`training`, `inspection`, `export`, `serving_rest`) are imported on first
+use.
 """
 
 import importlib
@@ -11,7 +12,14 @@ from keras_fame import layers, models
 
 __version__ = "0.1.0"
 
-_LAZY = ("datasets", "evaluation", "export", "inspection", "training")
+_LAZY = (
+    "datasets",
+    "evaluation",
+    "export",
+    "inspection",
+    "serving_rest",
+    "training",
+)
 
 __all__ = ["layers", "models", *_LAZY, "__version__"]
 

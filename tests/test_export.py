@@ -14,14 +14,13 @@ import tensorflow as tf
 from keras import ops
 
 from keras_fame import export
-from keras_fame.export import (
-    export_for_serving,
+from keras_fame.export import export_for_serving, saved_model_op_types
+from keras_fame.models import FAME, SASRec
+from keras_fame.serving_rest import (
     outputs_to_rest_response,
     rest_predict,
     rest_request_to_inputs,
-    saved_model_op_types,
 )
-from keras_fame.models import FAME, SASRec
 
 NUM_ITEMS = 30
 MAX_LEN = 8

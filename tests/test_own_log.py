@@ -158,7 +158,7 @@ def test_served_model_speaks_the_users_ids_in_a_fresh_process(trained, tmp_path)
 
 
 def test_rest_row_and_columnar_forms(trained):
-    from keras_fame.export import rest_predict
+    from keras_fame.serving_rest import rest_predict
 
     rows = ["sku-01 sku-02 sku-03", "sku-04 nope"]
     by_row = rest_predict(str(trained["export"]), {"instances": rows})
