@@ -52,7 +52,7 @@ PAPER_TABLE_2 = {  # test, full ranking (FAME paper, Table 2)
 
 
 def parse_args(argv):
-    from keras_fame.training import TrainConfig, config_choices, config_help
+    from keras_fame.config import TrainConfig, config_choices, config_help
 
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(
@@ -89,7 +89,7 @@ def parse_args(argv):
     # One flag per TrainConfig field, documented by its docstring.
     docs, choices = config_help(), config_choices()
     docs = {name: text.replace("%", "%%") for name, text in docs.items()}  # argparse
-    group = parser.add_argument_group("training (keras_fame.training.TrainConfig)")
+    group = parser.add_argument_group("training (keras_fame.config.TrainConfig)")
     for field in dataclasses.fields(TrainConfig):
         value = getattr(defaults, field.name)
         flag = "--" + field.name.replace("_", "-")

@@ -1,9 +1,9 @@
 """keras-fame: FAME sequential recommendation for Keras 3.
 
 `keras_fame.layers` and `keras_fame.models` use `keras.ops` only and run on
-any Keras backend. The TensorFlow-side modules (`datasets`, `evaluation`,
-`training`, `inspection`, `export`, `serving_rest`) are imported on first
-use.
+any Keras backend. The TensorFlow-side modules (`config`, `config_records`,
+`datasets`, `evaluation`, `training`, `inspection`, `export`, `serving_rest`)
+are imported on first use.
 """
 
 import importlib
@@ -13,6 +13,8 @@ from keras_fame import layers, models
 __version__ = "0.1.0"
 
 _LAZY = (
+    "config",
+    "config_records",
     "datasets",
     "evaluation",
     "export",

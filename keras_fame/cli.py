@@ -54,12 +54,12 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
     Only the flags given are applied, so that a resumed run keeps the rest.
     """
-    from keras_fame.training import TrainConfig, config_choices, config_help
+    from keras_fame.config import TrainConfig, config_choices, config_help
 
     docs, choices = config_help(), config_choices()
     defaults = TrainConfig()
     group = parser.add_argument_group(
-        "training (keras_fame.training.TrainConfig; default in brackets)"
+        "training (keras_fame.config.TrainConfig; default in brackets)"
     )
     for field in dataclasses.fields(TrainConfig):
         value = getattr(defaults, field.name)
@@ -283,7 +283,8 @@ def _describe(args) -> int:
 
 
 def _config(args, workdir: Path):
-    from keras_fame.training import TrainConfig, config_from_record
+    from keras_fame.config import TrainConfig
+    from keras_fame.config_records import config_from_record
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
@@ -395,7 +396,8 @@ def _finished_model(workdir: Path, stage: str):
 
 
 def _evaluate(args) -> int:
-    from keras_fame.training import config_from_record, evaluate_splits
+    from keras_fame.config_records import config_from_record
+    from keras_fame.training import evaluate_splits
 
     workdir = Path(args.workdir)
     source_path = workdir / _SOURCE_FILE

@@ -1,7 +1,10 @@
 """The paper's two-stage recipe: pretrain SASRec, warm-start FAME, fine-tune.
 
 This module joins the models, the data pipelines and the evaluation: it is
-where training runs are configured, checkpointed, logged and resumed.
+where training runs are checkpointed, logged and resumed. The configuration,
+`TrainConfig`, lives in `keras_fame.config` and the reading and writing of its
+records (`config.json`) in `keras_fame.config_records`; both are re-exported
+here.
 
 Layout of a work directory (`workdir`):
 
@@ -41,9 +44,7 @@ What a work folder guarantees:
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import numbers
 import os
 import shutil
 import time
@@ -52,406 +53,27 @@ from pathlib import Path
 
 import keras
 
-from keras_fame.datasets.splits import check_row_options
+from keras_fame.config import (  # noqa: F401  (re-exported)
+    ACTIVATIONS,
+    TrainConfig,
+    check_learning_rate,
+    config_choices,
+    config_help,
+    parse_rate_or_none,
+)
+from keras_fame.config_records import (  # noqa: F401  (re-exported)
+    LATER_FIELDS,
+    config_from_record,
+    config_record,
+)
 from keras_fame.evaluation import RankingEvaluation, evaluate_ranking
-from keras_fame.layers._utils import (
-    check_bool,
-    check_choice,
-    check_heads_divide,
-    check_non_negative_int,
-    check_non_negative_number,
-    check_positive_int,
-    check_rate,
-)
+from keras_fame.layers._utils import check_bool
 from keras_fame.models import FAME, SASRec
-from keras_fame.models.base import (
-    ANCHORS,
-    NEGATIVES,
-    SOFTMAXES,
-    check_label_smoothing,
-    check_loss_excludes_history,
-)
-from keras_fame.models.fame import EXPERT_INITS, FACET_INITS
 
 METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
 # Weights that `TrainConfig.weight_decay` leaves alone (matched against the
 # variables' names): biases and LayerNorm parameters.
 NO_DECAY = ("bias", "gamma", "beta")
-# FFN activations of the SASRec blocks that `TrainConfig` offers.
-ACTIVATIONS = ("gelu", "relu")
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Hyper-parameters of the two-stage recipe.
-
-    The defaults are the paper's settings, except three choices measured on
-    the three Amazon datasets (README, Benchmarks): FAME's warm start
-    (`expert_init`, `facet_init`), prefix training rows (`prefixes`) and a
-    smaller fine-tuning rate (`finetune_learning_rate`).
-
-    Attributes:
-        hidden_dim: embedding and hidden size `d` (divisible by `num_heads`).
-        num_blocks: Transformer blocks (FAME's is the last).
-        num_heads: attention heads; FAME's facets.
-        num_experts: FAME's experts per head.
-        max_len: the most recent items of a history the model reads.
-        dropout: dropout rate of the embeddings, residual branches and
-            (unless `attention_dropout` is set) attention weights.
-        attention_dropout: dropout rate of the attention weights; `None`:
-            `dropout`.
-        expert_init: FAME's expert queries: `"pretrained"` (default; SASRec's
-            last-block query plus noise) or `"random"` (the paper's); see
-            `FAME.from_sasrec`.
-        expert_noise: stddev of the Gaussian noise added to each pretrained
-            expert query (default 0.02); with `expert_init="random"` unused.
-            The experts of a head stay about as alike as this makes them at
-            the start; 0.1 and 0.3 made them differ more but left FAME's Toys
-            results unchanged, as did random experts (README, Benchmarks;
-            `keras_fame.inspection.expert_usage`).
-        routing_loss_weight: weight of FAME's auxiliary routing loss
-            (default 0, none; not in the paper): minus the mutual information
-            between position and expert over log N (over each batch's rows),
-            which rewards each position for routing to few experts and the
-            batch for using all of them, meant to make the experts of a head
-            differ; see `MoEQueryAttention`. Ignored with one expert. On Toys,
-            weight 1 routed each row almost wholly to one expert and moved
-            the experts apart, but did not raise FAME's results (README,
-            Benchmarks).
-        facet_init: FAME's per-head `W_f`: `"identity"` (default; with
-            pretrained experts FAME starts close to SASRec's scores) or
-            `"random"` (the paper's). The two defaults beat the paper's init
-            on all three Amazon datasets (README, Benchmarks).
-        attention_residual: whether FAME's block keeps the attention
-            sub-layer's residual and LayerNorm (default True), which the
-            paper's Eq. 7 omits; False: Eq. 7 as written (see `FAMEBlock`).
-            Over three Toys seeds False was level on validation and +0.3% to
-            +0.9% on the test means, and it loses the warm start (README,
-            Benchmarks).
-        learning_rate: Adam's rate for SASRec's pretraining.
-        finetune_learning_rate: Adam's rate for FAME's fine-tuning (default
-            1e-4); `None`: `learning_rate`, the paper's single rate. With 1e-4
-            the warm-started FAME beat our SASRec on every test metric of all
-            three Amazon datasets without `ema_momentum` (with 1e-3: on no
-            Beauty or Toys test metric), though SASRec trained further at 1e-4 gains nearly as
-            much (README, Benchmarks; `benchmarks/bench_sasrec_continued.py`).
-        finetune_dropout: dropout rate (residual branches and attention) of
-            the whole FAME model during fine-tuning (default 0.3); `None`: the
-            backbone's `dropout` and `attention_dropout`, as in the paper.
-            Against `None`, 0.3 gave a higher validation NDCG@20 in every run
-            on the three Amazon datasets and a higher test score on every
-            metric of three Beauty and three Sports seeds (README, Benchmarks).
-        ema_momentum: Polyak averaging in both stages: Adam keeps an
-            exponential moving average of the weights with this momentum
-            (`use_ema=True`), and the validation, early stopping, the saved
-            model and its test metrics use the averaged weights while training
-            goes on from the raw ones. `None` (default): no averaging. With
-            0.999 SASRec alone gained on every test metric of Beauty, Toys and
-            Sports (+0.9% to +4.4%) but FAME no clear gain (-1.4% to +1.5%;
-            README, Benchmarks). Not with `distribution`.
-        label_smoothing: share of each target's probability spread evenly
-            over all items in the loss of both stages (see `SASRec`); 0
-            (default): plain cross-entropy. Full softmax only. 0.1 lowered
-            SASRec and FAME on every Toys test metric (README, Benchmarks).
-        loss_excludes_history: leave the items each training position has
-            read out of its softmax in both stages (see `SASRec`), as the
-            evaluation leaves the history out of the candidates (a target
-            read before stays in the loss, while the evaluation counts it a
-            miss); False (default): every item is a negative, as in the
-            paper. Full softmax only. On Toys it lowered SASRec and FAME on
-            every test metric (SASRec stopped improving after ten epochs;
-            README, Benchmarks).
-        weight_decay: decoupled weight decay of Adam in both stages (each
-            step multiplies a weight by `1 - learning_rate * weight_decay`,
-            as AdamW does), on every kernel and embedding table but not on
-            biases or LayerNorm parameters; 0 (default): none. 0.1 lowered
-            SASRec on every Toys test metric and FAME on five of six; 0.01
-            left both level (README, Benchmarks).
-        batch_size: training rows per step (the global batch when
-            distributed).
-        pretrain_epochs: epoch budget of SASRec's pretraining.
-        finetune_epochs: epoch budget of FAME's fine-tuning.
-        patience: epochs without a better validation NDCG@20 before a stage
-            stops; `None`: no early stopping.
-        windows: cut histories longer than `max_len` into several training
-            rows instead of dropping their oldest items (needs `prefixes`
-            off).
-        prefixes: one training row per target (each prefix of a history,
-            loss on its last position; the ICSRec/BSARec code's sampling,
-            default) instead of one row per user with a target at every
-            position (`False`: SASRec's original sampling, cheaper per epoch
-            but clearly worse on the Amazon datasets, see README).
-        empty_prefix: with `prefixes`, also one row per user (of at least 3
-            items) with an empty input and the user's first item as target
-            (the BSARec/FMLP-Rec code's shortest prefix; see README).
-        activation: FFN activation of the SASRec blocks (all of SASRec's,
-            FAME's lower ones): `"gelu"` (default, the S3-Rec/ICLRec code's)
-            or `"relu"` (the original SASRec's).
-        bucket: length-bucketed training batches (same maths, less padding).
-        eval_batch_size: users per evaluation batch.
-        backup_every: steps between mid-epoch backups (resuming after an
-            interruption starts from the last one).
-        seed: seeds weights, dropout and the shuffle.
-        deterministic: make TensorFlow ops deterministic (same seed, same
-            metrics).
-        softmax: the loss (see `SequentialRecommender`): `"full"` softmax
-            over all items (the paper) or `"sampled"` softmax.
-        num_negatives: negatives per step of the sampled softmax.
-        negatives: the sampled softmax's negatives: `"uniform"` over the
-            catalogue, `"in_batch"` (the batch's targets) or `"mixed"` (both).
-        log_q_correction: correct each sampled logit by the log of the
-            item's expected count in the sample (log-Q), so that the sampled
-            loss estimates the full softmax (in-batch popularity is set from
-            the training targets).
-        distribution: `"none"`, `"mirrored"` or `"multi_worker"` (see
-            `keras_fame.distribute`).
-        eval_item_chunk_size: rank against the item table this many items at
-            a time (bounded memory for large catalogues); `None`: all at once.
-        position_anchor: `"end"` (positions count back from the most recent
-            item, SASRec's convention) or `"start"` (they count from each
-            sequence's first item, so every training prefix is embedded as
-            evaluation embeds a history); see `PositionEmbedding`.
-    """
-
-    hidden_dim: int = 64
-    num_blocks: int = 2
-    num_heads: int = 2
-    num_experts: int = 4
-    max_len: int = 50
-    dropout: float = 0.5
-    attention_dropout: float | None = None
-    expert_init: str = "pretrained"
-    expert_noise: float = 0.02
-    routing_loss_weight: float = 0.0
-    facet_init: str = "identity"
-    attention_residual: bool = True
-    learning_rate: float = 1e-3
-    finetune_learning_rate: float | None = 1e-4
-    finetune_dropout: float | None = 0.3
-    ema_momentum: float | None = None
-    label_smoothing: float = 0.0
-    loss_excludes_history: bool = False
-    weight_decay: float = 0.0
-    batch_size: int = 256
-    pretrain_epochs: int = 200
-    finetune_epochs: int = 200
-    patience: int | None = 10
-    windows: bool = False
-    bucket: bool = True
-    eval_batch_size: int = 1024
-    backup_every: int = 200
-    seed: int = 0
-    deterministic: bool = True
-    softmax: str = "full"
-    num_negatives: int = 1024
-    negatives: str = "uniform"
-    distribution: str = "none"
-    eval_item_chunk_size: int | None = None
-    position_anchor: str = "end"
-    log_q_correction: bool = True
-    prefixes: bool = True
-    empty_prefix: bool = False
-    activation: str = "gelu"
-
-    def __post_init__(self):
-        # Every field is checked here, so that a typo fails at once with the
-        # field's name, not when the stage that reads it starts (FAME's
-        # fields only after SASRec's pretraining).
-        # Integers are stored as Python ints (NumPy ones are accepted), so
-        # that the config is always JSON-serializable.
-        for name in _POSITIVE_INT_FIELDS:
-            setattr(self, name, check_positive_int(name, getattr(self, name)))
-        self.eval_item_chunk_size = check_positive_int(
-            "eval_item_chunk_size", self.eval_item_chunk_size, allow_none=True
-        )
-        check_heads_divide(self.hidden_dim, self.num_heads)
-        self.patience = check_non_negative_int(
-            "patience", self.patience, allow_none=True
-        )
-        self.seed = check_non_negative_int("seed", self.seed)
-        check_rate("dropout", self.dropout)
-        for name in ("weight_decay", "expert_noise", "routing_loss_weight"):
-            setattr(self, name, check_non_negative_number(name, getattr(self, name)))
-        for name in ("attention_dropout", "finetune_dropout", "ema_momentum"):
-            if getattr(self, name) is not None:
-                check_rate(name, getattr(self, name))
-        check_learning_rate("learning_rate", self.learning_rate)
-        check_learning_rate(
-            "finetune_learning_rate", self.finetune_learning_rate, allow_none=True
-        )
-        for name, choices in config_choices().items():
-            setattr(self, name, check_choice(name, getattr(self, name), choices))
-        for field in dataclasses.fields(self):
-            if field.type == "bool":
-                check_bool(field.name, getattr(self, field.name))
-        check_row_options(self.windows, self.prefixes, self.empty_prefix)
-        check_label_smoothing(self.label_smoothing, self.softmax)
-        check_loss_excludes_history(self.loss_excludes_history, self.softmax)
-        if self.ema_momentum is not None and self.distribution != "none":
-            raise ValueError(
-                "`ema_momentum` (weight averaging) is not supported with "
-                f"distribution={self.distribution!r}; use distribution='none' "
-                "or ema_momentum=None."
-            )
-
-    def finetune_config(self) -> TrainConfig:
-        """This config for FAME's fine-tuning stage: `learning_rate` is
-        `finetune_learning_rate` and `dropout` (attention too) is
-        `finetune_dropout` where those are set."""
-        changes = {}
-        if self.finetune_learning_rate is not None:
-            changes["learning_rate"] = self.finetune_learning_rate
-        if self.finetune_dropout is not None:
-            changes.update(dropout=self.finetune_dropout, attention_dropout=None)
-        return dataclasses.replace(self, **changes) if changes else self
-
-    def fame_kwargs(self) -> dict:
-        """FAME's own architecture arguments (beside `model_kwargs`)."""
-        return dict(
-            num_experts=self.num_experts,
-            routing_loss_weight=self.routing_loss_weight,
-            attention_residual=self.attention_residual,
-        )
-
-    def model_kwargs(self) -> dict:
-        return dict(
-            max_len=self.max_len,
-            hidden_dim=self.hidden_dim,
-            num_blocks=self.num_blocks,
-            num_heads=self.num_heads,
-            dropout=self.dropout,
-            attention_dropout=self.attention_dropout,
-            softmax=self.softmax,
-            num_negatives=self.num_negatives,
-            negatives=self.negatives,
-            sampler_seed=self.seed,
-            position_anchor=self.position_anchor,
-            log_q_correction=self.log_q_correction,
-            activation=self.activation,
-            label_smoothing=self.label_smoothing,
-            loss_excludes_history=self.loss_excludes_history,
-        )
-
-
-# Fields added after runs were recorded, with the value those runs implicitly
-# used: left out of comparisons and cache keys while they hold that value, so
-# earlier work folders stay valid (and are not reused once a default changes).
-LATER_FIELDS = {
-    "softmax": "full",
-    "num_negatives": 1024,
-    "negatives": "uniform",
-    "distribution": "none",
-    "eval_item_chunk_size": None,
-    "position_anchor": "end",
-    "log_q_correction": True,
-    "prefixes": False,
-    "finetune_learning_rate": None,
-    "empty_prefix": False,
-    "finetune_dropout": None,
-    "activation": "gelu",
-    "ema_momentum": None,
-    "label_smoothing": 0.0,
-    "weight_decay": 0.0,
-    "loss_excludes_history": False,
-    "expert_noise": 0.02,
-    "routing_loss_weight": 0.0,
-    "attention_residual": True,
-}
-
-
-_POSITIVE_INT_FIELDS = (
-    "hidden_dim",
-    "num_blocks",
-    "num_heads",
-    "num_experts",
-    "max_len",
-    "batch_size",
-    "pretrain_epochs",
-    "finetune_epochs",
-    "eval_batch_size",
-    "backup_every",
-    "num_negatives",
-)
-
-
-def config_choices() -> dict[str, tuple[str, ...]]:
-    """The allowed values of `TrainConfig`'s string fields."""
-    from keras_fame.distribute import DISTRIBUTIONS  # TensorFlow-specific
-
-    return {
-        "expert_init": EXPERT_INITS,
-        "facet_init": FACET_INITS,
-        "softmax": SOFTMAXES,
-        "negatives": NEGATIVES,
-        "distribution": DISTRIBUTIONS,
-        "position_anchor": ANCHORS,
-        "activation": ACTIVATIONS,
-    }
-
-
-def config_help() -> dict[str, str]:
-    """Each `TrainConfig` field's description, read from its docstring's
-    `Attributes:` section (an entry may describe several fields)."""
-    lines = TrainConfig.__doc__.split("Attributes:", 1)[1].splitlines()
-    entries = []  # [names, text lines]
-    for line in lines:
-        text = line.strip()
-        if not text:
-            continue
-        indent = len(line) - len(line.lstrip())
-        head, sep, rest = text.partition(": ")
-        names = [n.strip() for n in head.split(",")]
-        if sep and indent == 8 and all(n.isidentifier() for n in names):
-            entries.append((names, [rest]))
-        elif entries:
-            entries[-1][1].append(text)
-    return {n: " ".join(words) for names, words in entries for n in names}
-
-
-def check_learning_rate(name: str, value, allow_none: bool = False) -> None:
-    """Raises a `ValueError` naming `name` unless `value` is a positive number
-    (or, with `allow_none`, `None`)."""
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        expected = "a positive number or None" if allow_none else "a positive number"
-        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
-
-
-def parse_rate_or_none(text: str) -> float | None:
-    """A command line's dropout rate: a float in [0, 1), or `None` for "none".
-
-    Raises a `ValueError` saying what was expected.
-    """
-    if text.strip().lower() == "none":
-        return None
-    try:
-        rate = float(text)
-    except ValueError:
-        rate = None
-    if rate is None or not 0 <= rate < 1:
-        raise ValueError(f"must be a rate in [0, 1) or none. Received: {text!r}")
-    return rate
-
-
-def config_from_record(record: dict) -> TrainConfig:
-    """The `TrainConfig` of a recorded run (`config.json`, a results file).
-
-    Fields the record lacks take the value the run implicitly used
-    (`LATER_FIELDS`), not today's default; unknown keys are ignored.
-    """
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {**LATER_FIELDS, **record}
-    return TrainConfig(**{k: v for k, v in values.items() if k in fields})
-
-
-def config_record(config: TrainConfig) -> dict:
-    """`config` as a dict, without later fields that hold their implied value."""
-    record = dataclasses.asdict(config)
-    for name, implied in LATER_FIELDS.items():
-        if record[name] == implied:
-            del record[name]
-    return record
 
 
 def set_seed(seed: int, deterministic: bool = True) -> None:
