@@ -52,7 +52,12 @@ PAPER_TABLE_2 = {  # test, full ranking (FAME paper, Table 2)
 
 
 def parse_args(argv):
-    from keras_fame.config import TrainConfig, config_choices, config_help
+    from keras_fame.config import (
+        EXPERIMENTAL_FIELDS,
+        TrainConfig,
+        config_choices,
+        config_help,
+    )
 
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(
@@ -89,8 +94,12 @@ def parse_args(argv):
     # One flag per TrainConfig field, documented by its docstring.
     docs, choices = config_help(), config_choices()
     docs = {name: text.replace("%", "%%") for name, text in docs.items()}  # argparse
-    group = parser.add_argument_group("training (keras_fame.config.TrainConfig)")
+    main_group = parser.add_argument_group("training (keras_fame.config.TrainConfig)")
+    experimental = parser.add_argument_group(
+        "experimental training options (may be removed in a later version)"
+    )
     for field in dataclasses.fields(TrainConfig):
+        group = experimental if field.name in EXPERIMENTAL_FIELDS else main_group
         value = getattr(defaults, field.name)
         flag = "--" + field.name.replace("_", "-")
         if field.type == "bool":

@@ -34,10 +34,26 @@ class CommandError(Exception):
 
 
 def _first_sentence(text: str) -> str:
-    text = " ".join(text.split())
-    for end in (". ", "; "):
-        if end in text:
-            text = text.split(end, 1)[0]
+    """A field's description up to its first `. ` or `; ` outside brackets
+    and backticks, without an `Experimental: ` prefix (escaped for argparse)."""
+    text = " ".join(text.split()).removeprefix("Experimental: ")
+    depth, quoted = 0, False
+    for index, char in enumerate(text):
+        if char == "`":
+            quoted = not quoted
+        elif not quoted and char == "(":
+            depth += 1
+        elif not quoted and char == ")":
+            depth = max(depth - 1, 0)
+        elif (
+            not quoted
+            and depth == 0
+            and char in ".;"
+            and text[index + 1 : index + 2] == " "
+            and not text[:index].endswith(("Eq", "Sec", "e.g", "i.e"))
+        ):
+            text = text[:index]
+            break
     return text.rstrip(".").replace("%", "%%")
 
 
@@ -54,14 +70,23 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
     Only the flags given are applied, so that a resumed run keeps the rest.
     """
-    from keras_fame.config import TrainConfig, config_choices, config_help
+    from keras_fame.config import (
+        EXPERIMENTAL_FIELDS,
+        TrainConfig,
+        config_choices,
+        config_help,
+    )
 
     docs, choices = config_help(), config_choices()
     defaults = TrainConfig()
-    group = parser.add_argument_group(
+    main_group = parser.add_argument_group(
         "training (keras_fame.config.TrainConfig; default in brackets)"
     )
+    experimental = parser.add_argument_group(
+        "experimental training options (may be removed in a later version)"
+    )
     for field in dataclasses.fields(TrainConfig):
+        group = experimental if field.name in EXPERIMENTAL_FIELDS else main_group
         value = getattr(defaults, field.name)
         flag = "--" + field.name.replace("_", "-")
         text = f"{_first_sentence(docs.get(field.name, ''))} [{value}]"

@@ -32,6 +32,7 @@ from keras_fame.models.fame import EXPERT_INITS, FACET_INITS
 
 __all__ = [
     "ACTIVATIONS",
+    "EXPERIMENTAL_FIELDS",
     "TrainConfig",
     "check_learning_rate",
     "config_choices",
@@ -42,15 +43,43 @@ __all__ = [
 # FFN activations of the SASRec blocks that `TrainConfig` offers.
 ACTIVATIONS = ("gelu", "relu")
 
+EXPERIMENTAL_FIELDS = (
+    "attention_dropout",
+    "expert_noise",
+    "routing_loss_weight",
+    "ema_momentum",
+    "label_smoothing",
+    "loss_excludes_history",
+    "weight_decay",
+    "empty_prefix",
+    "activation",
+    "position_anchor",
+)
+"""`TrainConfig`'s experimental fields, in the order its docstring lists them.
+
+Their defaults add nothing to the recipe; the command lines show them in a
+group of their own. They may be removed in a later version.
+"""
+
 
 @dataclasses.dataclass
 class TrainConfig:
     """Hyper-parameters of the two-stage recipe.
 
-    The defaults are the paper's settings, except three choices measured on
-    the three Amazon datasets (README, Benchmarks): FAME's warm start
-    (`expert_init`, `facet_init`), prefix training rows (`prefixes`) and a
-    smaller fine-tuning rate (`finetune_learning_rate`).
+    The defaults are the paper's settings, except six choices of this
+    implementation: FAME's warm start (`expert_init="pretrained"`,
+    `facet_init="identity"`), prefix training rows (`prefixes=True`), a
+    smaller fine-tuning rate (`finetune_learning_rate=1e-4`), a fine-tuning
+    dropout of its own (`finetune_dropout=0.3`) and the residual around
+    FAME's attention sub-layer (`attention_residual=True`). The paper's values
+    are `"random"`, `"random"`, `False`, `None`, `None` and `False`.
+
+    The fields listed in `EXPERIMENTAL_FIELDS` are experimental: their
+    defaults add nothing to the recipe (no weight averaging, decay, label
+    smoothing, routing loss or empty prefix; attention dropout as `dropout`;
+    GELU; positions counted from the end), their descriptions start with
+    "Experimental:", the command lines show them in a group of their own, and
+    they may be removed in a later version.
 
     Attributes:
         hidden_dim: embedding and hidden size `d` (divisible by `num_heads`).
@@ -60,75 +89,21 @@ class TrainConfig:
         max_len: the most recent items of a history the model reads.
         dropout: dropout rate of the embeddings, residual branches and
             (unless `attention_dropout` is set) attention weights.
-        attention_dropout: dropout rate of the attention weights; `None`:
-            `dropout`.
         expert_init: FAME's expert queries: `"pretrained"` (default; SASRec's
-            last-block query plus noise) or `"random"` (the paper's); see
-            `FAME.from_sasrec`.
-        expert_noise: stddev of the Gaussian noise added to each pretrained
-            expert query (default 0.02); with `expert_init="random"` unused.
-            The experts of a head stay about as alike as this makes them at
-            the start; 0.1 and 0.3 made them differ more but left FAME's Toys
-            results unchanged, as did random experts (README, Benchmarks;
-            `keras_fame.inspection.expert_usage`).
-        routing_loss_weight: weight of FAME's auxiliary routing loss
-            (default 0, none; not in the paper): minus the mutual information
-            between position and expert over log N (over each batch's rows),
-            which rewards each position for routing to few experts and the
-            batch for using all of them, meant to make the experts of a head
-            differ; see `MoEQueryAttention`. Ignored with one expert. On Toys,
-            weight 1 routed each row almost wholly to one expert and moved
-            the experts apart, but did not raise FAME's results (README,
-            Benchmarks).
+            last-block query plus Gaussian noise of stddev `expert_noise`) or
+            `"random"` (the paper's); see `FAME.from_sasrec`.
         facet_init: FAME's per-head `W_f`: `"identity"` (default; with
             pretrained experts FAME starts close to SASRec's scores) or
-            `"random"` (the paper's). The two defaults beat the paper's init
-            on all three Amazon datasets (README, Benchmarks).
+            `"random"` (the paper's); see `FAME.from_sasrec`.
         attention_residual: whether FAME's block keeps the attention
             sub-layer's residual and LayerNorm (default True), which the
             paper's Eq. 7 omits; False: Eq. 7 as written (see `FAMEBlock`).
-            Over three Toys seeds False was level on validation and +0.3% to
-            +0.9% on the test means, and it loses the warm start (README,
-            Benchmarks).
-        learning_rate: Adam's rate for SASRec's pretraining.
+        learning_rate: Adam's rate for SASRec's pretraining (default 1e-3).
         finetune_learning_rate: Adam's rate for FAME's fine-tuning (default
-            1e-4); `None`: `learning_rate`, the paper's single rate. With 1e-4
-            the warm-started FAME beat our SASRec on every test metric of all
-            three Amazon datasets without `ema_momentum` (with 1e-3: on no
-            Beauty or Toys test metric), though SASRec trained further at 1e-4 gains nearly as
-            much (README, Benchmarks; `benchmarks/bench_sasrec_continued.py`).
+            1e-4); `None`: `learning_rate`, the paper's single rate.
         finetune_dropout: dropout rate (residual branches and attention) of
             the whole FAME model during fine-tuning (default 0.3); `None`: the
             backbone's `dropout` and `attention_dropout`, as in the paper.
-            Against `None`, 0.3 gave a higher validation NDCG@20 in every run
-            on the three Amazon datasets and a higher test score on every
-            metric of three Beauty and three Sports seeds (README, Benchmarks).
-        ema_momentum: Polyak averaging in both stages: Adam keeps an
-            exponential moving average of the weights with this momentum
-            (`use_ema=True`), and the validation, early stopping, the saved
-            model and its test metrics use the averaged weights while training
-            goes on from the raw ones. `None` (default): no averaging. With
-            0.999 SASRec alone gained on every test metric of Beauty, Toys and
-            Sports (+0.9% to +4.4%) but FAME no clear gain (-1.4% to +1.5%;
-            README, Benchmarks). Not with `distribution`.
-        label_smoothing: share of each target's probability spread evenly
-            over all items in the loss of both stages (see `SASRec`); 0
-            (default): plain cross-entropy. Full softmax only. 0.1 lowered
-            SASRec and FAME on every Toys test metric (README, Benchmarks).
-        loss_excludes_history: leave the items each training position has
-            read out of its softmax in both stages (see `SASRec`), as the
-            evaluation leaves the history out of the candidates (a target
-            read before stays in the loss, while the evaluation counts it a
-            miss); False (default): every item is a negative, as in the
-            paper. Full softmax only. On Toys it lowered SASRec and FAME on
-            every test metric (SASRec stopped improving after ten epochs;
-            README, Benchmarks).
-        weight_decay: decoupled weight decay of Adam in both stages (each
-            step multiplies a weight by `1 - learning_rate * weight_decay`,
-            as AdamW does), on every kernel and embedding table but not on
-            biases or LayerNorm parameters; 0 (default): none. 0.1 lowered
-            SASRec on every Toys test metric and FAME on five of six; 0.01
-            left both level (README, Benchmarks).
         batch_size: training rows per step (the global batch when
             distributed).
         pretrain_epochs: epoch budget of SASRec's pretraining.
@@ -140,16 +115,11 @@ class TrainConfig:
             off).
         prefixes: one training row per target (each prefix of a history,
             loss on its last position; the ICSRec/BSARec code's sampling,
-            default) instead of one row per user with a target at every
-            position (`False`: SASRec's original sampling, cheaper per epoch
-            but clearly worse on the Amazon datasets, see README).
-        empty_prefix: with `prefixes`, also one row per user (of at least 3
-            items) with an empty input and the user's first item as target
-            (the BSARec/FMLP-Rec code's shortest prefix; see README).
-        activation: FFN activation of the SASRec blocks (all of SASRec's,
-            FAME's lower ones): `"gelu"` (default, the S3-Rec/ICLRec code's)
-            or `"relu"` (the original SASRec's).
-        bucket: length-bucketed training batches (same maths, less padding).
+            default True) instead of one row per user with a target at every
+            position (`False`: SASRec's original sampling, cheaper per
+            epoch).
+        bucket: length-bucketed training batches (same maths, less padding;
+            default True).
         eval_batch_size: users per evaluation batch.
         backup_every: steps between mid-epoch backups (resuming after an
             interruption starts from the last one).
@@ -169,10 +139,49 @@ class TrainConfig:
             `keras_fame.distribute`).
         eval_item_chunk_size: rank against the item table this many items at
             a time (bounded memory for large catalogues); `None`: all at once.
-        position_anchor: `"end"` (positions count back from the most recent
-            item, SASRec's convention) or `"start"` (they count from each
-            sequence's first item, so every training prefix is embedded as
-            evaluation embeds a history); see `PositionEmbedding`.
+        attention_dropout: Experimental: dropout rate of the attention
+            weights; `None` (default): `dropout`.
+        expert_noise: Experimental: stddev of the Gaussian noise added to
+            each pretrained expert query (default 0.02); unused with
+            `expert_init="random"`. The experts of a head start about this far
+            apart.
+        routing_loss_weight: Experimental: weight of FAME's auxiliary routing
+            loss (default 0, none; not in the paper): minus the mutual
+            information between position and expert over log N (over each
+            batch's rows), which rewards each position for routing to few
+            experts and the batch for using all of them; see
+            `MoEQueryAttention`. Ignored with one expert.
+        ema_momentum: Experimental: Polyak averaging in both stages: Adam
+            keeps an exponential moving average of the weights with this
+            momentum (`use_ema=True`), and the validation, early stopping, the
+            saved model and its test metrics use the averaged weights while
+            training goes on from the raw ones. `None` (default): no
+            averaging. Not with `distribution`.
+        label_smoothing: Experimental: share of each target's probability
+            spread evenly over all items in the loss of both stages (see
+            `SASRec`); 0 (default): plain cross-entropy. Full softmax only.
+        loss_excludes_history: Experimental: leave the items each training
+            position has read out of its softmax in both stages (see
+            `SASRec`), as the evaluation leaves the history out of the
+            candidates (a target read before stays in the loss, while the
+            evaluation counts it a miss); False (default): every item is a
+            negative, as in the paper. Full softmax only.
+        weight_decay: Experimental: decoupled weight decay of Adam in both
+            stages (each step multiplies a weight by `1 - learning_rate *
+            weight_decay`, as AdamW does), on every kernel and embedding table
+            but not on biases or LayerNorm parameters; 0 (default): none.
+        empty_prefix: Experimental: with `prefixes`, also one row per user
+            (of at least 3 items) with an empty input and the user's first
+            item as target (the BSARec/FMLP-Rec code's shortest prefix);
+            False (default): none.
+        activation: Experimental: FFN activation of the SASRec blocks (all of
+            SASRec's, FAME's lower ones): `"gelu"` (default, the
+            S3-Rec/ICLRec code's) or `"relu"` (the original SASRec's).
+        position_anchor: Experimental: `"end"` (default; positions count back
+            from the most recent item, SASRec's convention) or `"start"`
+            (they count from each sequence's first item, so every training
+            prefix is embedded as evaluation embeds a history); see
+            `PositionEmbedding`.
     """
 
     hidden_dim: int = 64

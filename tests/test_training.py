@@ -414,7 +414,24 @@ def test_config_help_documents_every_field():
     assert all(len(docs[name].split()) >= 3 for name in names)
     assert docs["num_experts"] == "FAME's experts per head."
     assert docs["finetune_dropout"].startswith("dropout rate (residual branches")
-    assert docs["finetune_dropout"].endswith("(README, Benchmarks).")
+    assert docs["finetune_dropout"].endswith("as in the paper.")
+
+
+def test_experimental_fields_are_marked_and_off_by_default():
+    from keras_fame.config import EXPERIMENTAL_FIELDS
+
+    docs = config_help()
+    marked = {name for name, text in docs.items() if text.startswith("Experimental:")}
+    assert marked == set(EXPERIMENTAL_FIELDS) and len(EXPERIMENTAL_FIELDS) == 10
+    # Off, or the paper's behaviour, by default.
+    defaults = TrainConfig()
+    assert defaults.attention_dropout is None and defaults.ema_momentum is None
+    assert defaults.routing_loss_weight == 0 and defaults.weight_decay == 0
+    assert defaults.label_smoothing == 0 and not defaults.loss_excludes_history
+    assert not defaults.empty_prefix and defaults.position_anchor == "end"
+    # The docstring describes behaviour, not measurements.
+    for word in ("README", "Benchmarks", "TABLE2", "%"):
+        assert word not in TrainConfig.__doc__, word
 
 
 def test_finetune_dropout_applies_to_fame_only(data, tmp_path):
