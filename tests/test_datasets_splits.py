@@ -193,7 +193,9 @@ def test_constructor_rejects_bad_ids():
 def test_train_pipeline_contract(ds):
     import tensorflow as tf
 
-    pipeline = ds.train_dataset(batch_size=16, max_len=20, seed=3)
+    pipeline = ds.train_dataset(
+        batch_size=16, max_len=20, seed=3, prefixes=False, bucket=False
+    )
     spec = pipeline.element_spec
     assert spec[0].dtype == tf.int32 and spec[1].dtype == tf.int32
     assert spec[0].shape.as_list() == [None, 20] == spec[1].shape.as_list()
@@ -209,14 +211,18 @@ def test_train_pipeline_contract(ds):
 
 def test_seeded_shuffle_is_deterministic(ds):
     def epochs(seed):
-        pipeline = ds.train_dataset(batch_size=8, max_len=10, seed=seed)
+        pipeline = ds.train_dataset(
+            batch_size=8, max_len=10, seed=seed, prefixes=False, bucket=False
+        )
         return [np.concatenate([x.numpy() for x, _ in pipeline]) for _ in range(2)]
 
     first, second = epochs(1), epochs(1)
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
     assert not np.array_equal(first[0], first[1])  # reshuffled every epoch
     assert not np.array_equal(first[0], epochs(2)[0])
-    ordered = ds.train_dataset(batch_size=8, max_len=10, shuffle=False)
+    ordered = ds.train_dataset(
+        batch_size=8, max_len=10, shuffle=False, prefixes=False, bucket=False
+    )
     assert np.array_equal(
         np.concatenate([x for x, _ in ordered]), ds.train_arrays(10)[0]
     )

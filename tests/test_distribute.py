@@ -40,7 +40,8 @@ SCRIPT = textwrap.dedent(
             model = cls(data.num_items, **kwargs)
             model.compile(keras.optimizers.Adam(1e-2))
         train = data.train_dataset(
-            40, 20, seed=0, count_targets=count_targets, prefixes=prefixes)
+            40, 20, seed=0, count_targets=count_targets, prefixes=prefixes,
+            bucket=False)
         loss = model.fit(train, epochs=epochs, verbose=0).history["loss"]
         metrics = evaluate_ranking(model, data.eval_dataset("valid", 64, 20))
         return loss, model.get_weights(), metrics

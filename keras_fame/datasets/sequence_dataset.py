@@ -410,9 +410,9 @@ class SequenceDataset:
         windows: bool = False,
         stride: int | None = None,
         drop_remainder: bool = False,
-        bucket: bool = False,
+        bucket: bool = True,
         count_targets: bool = False,
-        prefixes: bool = False,
+        prefixes: bool = True,
         empty_prefix: bool = False,
     ):
         """The training pipeline: `(item_ids, next_item_ids)` batches.
@@ -422,10 +422,15 @@ class SequenceDataset:
             max_len: sequence length of a row.
             shuffle: shuffle rows (reshuffled at every epoch).
             seed: shuffle seed; the same seed gives the same order every run.
-            windows, stride, prefixes, empty_prefix: see `train_arrays`.
+            prefixes: one row per training target, the history up to it
+                (default True, as `keras_fame.config.TrainConfig`); False:
+                one row per user with a target at every position.
+            windows, stride, empty_prefix: see `train_arrays` (`windows`
+                needs `prefixes=False`).
             drop_remainder: drop the final smaller batch.
             bucket: length-bucketed batches trimmed to their longest row
-                (see `pipelines.make_train_dataset`): same rows, less padding.
+                (see `pipelines.make_train_dataset`): same rows, less padding
+                (default True, as `TrainConfig`).
             count_targets: features become `{"item_ids", "num_targets"}`
                 with the batch's real-target count, for exact loss
                 normalisation under `tf.distribute` (see

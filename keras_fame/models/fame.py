@@ -289,10 +289,10 @@ class FAME(SequentialRecommender):
         cls,
         sasrec: SASRec,
         num_experts: int,
-        expert_init: str = "random",
+        expert_init: str = "pretrained",
         expert_noise: float = 0.02,
         seed: int | None = None,
-        facet_init: str = "random",
+        facet_init: str = "identity",
         **overrides,
     ) -> "FAME":
         """Builds FAME warm-started from a trained SASRec (paper Sec. 4.4.2).
@@ -305,17 +305,19 @@ class FAME(SequentialRecommender):
         Args:
             sasrec: A built `SASRec`.
             num_experts: Experts per head.
-            expert_init: `"random"` (the paper) or `"pretrained"`: every
-                expert starts from SASRec's last-block query projection plus
-                Gaussian noise of stddev `expert_noise`, so that FAME starts
-                from SASRec's attention pattern.
+            expert_init: `"pretrained"` (default, as
+                `keras_fame.config.TrainConfig`): every expert starts from
+                SASRec's last-block query projection plus Gaussian noise of
+                stddev `expert_noise`, so that FAME starts from SASRec's
+                attention pattern; or `"random"` (the paper's).
             expert_noise: Noise stddev for `expert_init="pretrained"`.
             seed: Seed of that noise.
-            facet_init: `"random"` (the paper) or `"identity"`: head `h`'s
-                `W_f^(h)` starts as `num_heads` times the identity on the
-                `h`-th slice of the embedding, so that with a uniform gate the
-                scoring vector starts as the concatenated head states, as in
-                SASRec, instead of a random projection.
+            facet_init: `"identity"` (default, as `TrainConfig`): head
+                `h`'s `W_f^(h)` starts as `num_heads` times the identity on
+                the `h`-th slice of the embedding, so that with a uniform gate
+                the scoring vector starts as the concatenated head states, as
+                in SASRec, instead of a random projection; or `"random"` (the
+                paper's).
             **overrides: Other FAME arguments (e.g. `dropout`); the
                 architecture arguments must match SASRec's. With
                 `attention_residual=False` FAME's block has no attention
