@@ -13,8 +13,11 @@ KerasTuner also calls it to discover the space and to reload checkpoints);
   backbone (`SASRecCache`, one pretraining per key) and fine-tuned;
 - SASRec trials reuse that same cached model instead of training it again
   (valid when the trial's epoch budget is the pretraining budget);
-- the `RankingEvaluation` callback goes first in the callback list, so the
-  tuner's own callbacks (best-epoch checkpoint) see `logs["val_NDCG@20"]`.
+- a trial trains through the recipe's own `keras_fame.training.fit_stage`
+  (its seeded pipeline, validation early stopping and best-weight restore),
+  with a `TrainConfig` built from the cache's and the trial's values
+  (`FAMEHyperModel.trial_config`); the tuner's own callbacks (best-epoch
+  checkpoint) run after the evaluation, so they see `logs["val_NDCG@20"]`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import hashlib
 import itertools
 import json
 import os
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -38,23 +42,11 @@ except ImportError as e:  # an optional dependency: the `tuning` extra
         "(or `pip install -e '.[tuning]'` in a checkout)."
     ) from e
 
-from keras_fame.evaluation import RankingEvaluation, evaluate_ranking
-from keras_fame.layers._utils import (
-    check_choice,
-    check_non_negative_int,
-    check_positive_int,
-    check_rate,
-)
+from keras_fame.config import TrainConfig
+from keras_fame.config_records import config_record
+from keras_fame.evaluation import evaluate_ranking
 from keras_fame.models import FAME, SASRec
-from keras_fame.models.fame import EXPERT_INITS, FACET_INITS
-from keras_fame.training import (
-    FAME_FIELDS,
-    TrainConfig,
-    check_learning_rate,
-    config_record,
-    set_seed,
-    train_sasrec,
-)
+from keras_fame.training import FAME_FIELDS, fit_stage, set_seed, train_sasrec
 
 __all__ = [
     "MODELS",
@@ -354,8 +346,9 @@ class FAMEHyperModel(keras_tuner.HyperModel):
       Hyperband continuation), the cached model *is* the trial's model and
       is not trained again; otherwise it is trained from scratch.
 
-    Training uses `RankingEvaluation` as the first callback, so
-    `logs["val_NDCG@20"]` exists for every later callback, early-stops with
+    Training runs `keras_fame.training.fit_stage` with `trial_config(values)`
+    in a temporary stage folder: the evaluation runs before KerasTuner's
+    callbacks, so `logs["val_NDCG@20"]` exists for them; it early-stops with
     `patience` and restores the best epoch. `fit` returns the validation
     metrics of the best epoch (`val_HR@5`, ..., `val_NDCG@20`, the
     objective), the test metrics of the restored model (`test_...`), and
@@ -451,36 +444,38 @@ class FAMEHyperModel(keras_tuner.HyperModel):
             raise ValueError(
                 f"`space` must be a SearchSpace. Received: space={space!r}"
             )
-        epochs = check_positive_int("epochs", epochs)
-        max_len = check_positive_int("max_len", max_len)
-        batch_size = check_positive_int("batch_size", batch_size)
-        eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size)
         pretrain_epochs = epochs if pretrain_epochs is None else pretrain_epochs
-        pretrain_epochs = check_positive_int("pretrain_epochs", pretrain_epochs)
-        patience = check_non_negative_int("patience", patience)
-        expert_init = check_choice("expert_init", expert_init, EXPERT_INITS)
+        # TrainConfig checks every value, naming the argument.
+        checked = TrainConfig(
+            finetune_epochs=epochs,
+            pretrain_epochs=pretrain_epochs,
+            max_len=max_len,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            patience=patience,
+            expert_init=expert_init,
+            facet_init=facet_init,
+            prefixes=prefixes,
+            finetune_learning_rate=finetune_learning_rate,
+            finetune_dropout=finetune_dropout,
+            seed=seed,
+        )
         self.dataset = dataset
         self.space = space
-        self.epochs = epochs
-        self.pretrain_epochs = pretrain_epochs
-        self.patience = patience
-        self.max_len = max_len
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        facet_init = check_choice("facet_init", facet_init, FACET_INITS)
-        self.expert_init = expert_init
-        self.facet_init = facet_init
+        self.epochs = checked.finetune_epochs
+        self.pretrain_epochs = checked.pretrain_epochs
+        self.patience = checked.patience
+        self.max_len = checked.max_len
+        self.batch_size = checked.batch_size
+        self.eval_batch_size = checked.eval_batch_size
+        self.expert_init = checked.expert_init
+        self.facet_init = checked.facet_init
         self.warm_start = bool(warm_start)
-        self.prefixes = bool(prefixes)
-        check_learning_rate(
-            "finetune_learning_rate", finetune_learning_rate, allow_none=True
-        )
-        self.finetune_learning_rate = finetune_learning_rate
-        if finetune_dropout is not None:
-            check_rate("finetune_dropout", finetune_dropout)
-        self.finetune_dropout = finetune_dropout
+        self.prefixes = checked.prefixes
+        self.finetune_learning_rate = checked.finetune_learning_rate
+        self.finetune_dropout = checked.finetune_dropout
         self.evaluate_test = bool(evaluate_test)
-        self.seed = seed
+        self.seed = checked.seed
         self.verbose = verbose
         if cache is None:
             if directory is None:
@@ -492,12 +487,12 @@ class FAMEHyperModel(keras_tuner.HyperModel):
                 dataset,
                 Path(directory) / "sasrec_cache",
                 TrainConfig(
-                    max_len=max_len,
-                    batch_size=batch_size,
-                    eval_batch_size=eval_batch_size,
-                    pretrain_epochs=pretrain_epochs,
-                    patience=patience,
-                    seed=seed,
+                    max_len=self.max_len,
+                    batch_size=self.batch_size,
+                    eval_batch_size=self.eval_batch_size,
+                    pretrain_epochs=self.pretrain_epochs,
+                    patience=self.patience,
+                    seed=self.seed,
                     prefixes=self.prefixes,
                 ),
                 verbose=verbose,
@@ -506,12 +501,12 @@ class FAMEHyperModel(keras_tuner.HyperModel):
             cache.config.max_len,
             cache.config.pretrain_epochs,
             cache.config.prefixes,
-        ) != (max_len, pretrain_epochs, self.prefixes):
+        ) != (self.max_len, self.pretrain_epochs, self.prefixes):
             raise ValueError(
                 "`cache` was made for max_len="
                 f"{cache.config.max_len}, pretrain_epochs={cache.config.pretrain_epochs}, "
-                f"prefixes={cache.config.prefixes}; received max_len={max_len}, "
-                f"pretrain_epochs={pretrain_epochs}, prefixes={self.prefixes}."
+                f"prefixes={cache.config.prefixes}; received max_len={self.max_len}, "
+                f"pretrain_epochs={self.pretrain_epochs}, prefixes={self.prefixes}."
             )
         elif cache.config.ema_momentum is not None:
             # Trials train without averaging; their SASRecs must too.
@@ -604,6 +599,27 @@ class FAMEHyperModel(keras_tuner.HyperModel):
             return self.finetune_dropout
         return values["dropout"]
 
+    def trial_config(self, values: Mapping) -> TrainConfig:
+        """The `TrainConfig` a trial trains with: the cache's (so SASRec
+        trials train as the cached pretraining does), with the trial's
+        backbone, `learning_rate(values)`, `dropout(values)` and the
+        hypermodel's batch sizes, patience, seed and `prefixes`."""
+        num_experts = values.get("num_experts") or self.cache.config.num_experts
+        backbone = {**self._backbone(values), "dropout": self.dropout(values)}
+        return dataclasses.replace(
+            self.cache.config,
+            **backbone,
+            attention_dropout=None,
+            learning_rate=self.learning_rate(values),
+            num_experts=num_experts,
+            max_len=self.max_len,
+            batch_size=self.batch_size,
+            eval_batch_size=self.eval_batch_size,
+            patience=self.patience,
+            seed=self.seed,
+            prefixes=self.prefixes,
+        )
+
     # ------------------------------------------------------------------- fit
 
     def pretrained(self, values: Mapping) -> tuple[SASRec, dict]:
@@ -632,18 +648,25 @@ class FAMEHyperModel(keras_tuner.HyperModel):
             model: The model of `build(hp)` (with a checkpoint loaded, for a
                 Hyperband continuation).
             *args: Ignored (the data come from the hypermodel's dataset).
-            callbacks: KerasTuner's callbacks; they run after
-                `RankingEvaluation`, so they see `val_NDCG@20`.
+            callbacks: KerasTuner's callbacks; they run after the
+                validation, so they see `val_NDCG@20`.
             epochs: Epoch budget (default: the hypermodel's `epochs`).
-            initial_epoch: First epoch (Hyperband continuations).
+            initial_epoch: First epoch (Hyperband continuations: the
+                trial trains `epochs - initial_epoch` more epochs).
             verbose: Keras verbosity of the trial (default 0).
-            **kwargs: Other `model.fit` arguments.
+            **kwargs: None accepted: the trial trains through `fit_stage`,
+                not `model.fit` (a `TypeError` names any given).
 
         Returns:
             A dict of metrics: `val_*` (best epoch, the objective among
             them), `test_*`, `best_epoch`, `epochs_run`, `train_seconds`,
             `pretrain_reused`.
         """
+        if kwargs:
+            raise TypeError(
+                "FAMEHyperModel.fit trains through keras_fame.training.fit_stage "
+                f"and takes no other model.fit arguments. Received: {sorted(kwargs)}"
+            )
         values = self.values(hp)
         epochs = self.epochs if epochs is None else epochs
         callbacks = list(callbacks or [])
@@ -691,35 +714,24 @@ class FAMEHyperModel(keras_tuner.HyperModel):
             model.set_weights(warm.get_weights())
             del warm
 
-        set_seed(self.seed)
-        valid = self.dataset.eval_dataset("valid", self.eval_batch_size, self.max_len)
-        ranking = RankingEvaluation(
-            valid,
-            monitor=METRIC,
-            patience=self.patience,
-            restore_best_weights=True,
-            verbose=0,
-        )
-        train = self.dataset.train_dataset(
-            self.batch_size,
-            self.max_len,
-            seed=self.seed,
-            bucket=True,
-            prefixes=self.prefixes,
-        )
-        model.fit(
-            train,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            callbacks=[ranking, *callbacks],
-            verbose=verbose,
-            **kwargs,
-        )
-        if ranking.best_epoch is None:
+        config = self.trial_config(values)
+        set_seed(self.seed, config.deterministic)
+        with tempfile.TemporaryDirectory(prefix="keras_fame_trial_") as stage_dir:
+            result = fit_stage(
+                model,
+                self.dataset,
+                config,
+                stage_dir,
+                epochs - initial_epoch,
+                verbose=verbose,
+                extra_callbacks=callbacks,
+            )
+        if result["best_epoch"] is None:
             raise keras_tuner.errors.FailedTrialError(
                 f"No epoch was evaluated (epochs={epochs}, initial_epoch={initial_epoch})."
             )
-        best = next(h for h in ranking.history if h["epoch"] == ranking.best_epoch)
+        best_index = result["best_epoch"] - 1
+        best = next(h for h in result["history"] if h["epoch"] == best_index)
         metrics = {
             f"val_{k}": v
             for k, v in best.items()
@@ -736,8 +748,8 @@ class FAMEHyperModel(keras_tuner.HyperModel):
             )
         return {
             **metrics,
-            "best_epoch": ranking.best_epoch + 1,
-            "epochs_run": len(ranking.history),
+            "best_epoch": result["best_epoch"],
+            "epochs_run": result["epochs_run"],
             "train_seconds": time.perf_counter() - start,
             "pretrain_reused": 0.0,
         }

@@ -29,6 +29,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import numbers
 import os
 import shlex
 import sys
@@ -47,7 +48,6 @@ except ImportError as e:  # an optional dependency: the `tuning` extra
         "(or `pip install -e '.[tuning]'` in a checkout)."
     ) from e
 
-from keras_fame.layers._utils import check_choice, check_positive_int  # noqa: E402
 from keras_fame.models.fame import EXPERT_INITS, FACET_INITS  # noqa: E402
 from keras_fame.training import TrainConfig, parse_rate_or_none  # noqa: E402
 from tuning.hypermodel import (  # noqa: E402
@@ -186,8 +186,21 @@ def make_tuner(
     Returns:
         The tuner (not yet searched).
     """
-    kind = check_choice("kind", kind, TUNERS)
-    max_trials = check_positive_int("max_trials", max_trials, allow_none=True)
+    if not isinstance(kind, str) or kind not in TUNERS:
+        raise ValueError(
+            f"`kind` must be one of {list(TUNERS)}. Received: kind={kind!r}"
+        )
+    kind = str(kind)
+    if max_trials is not None and (
+        not isinstance(max_trials, numbers.Integral)
+        or isinstance(max_trials, bool)
+        or max_trials < 1
+    ):
+        raise ValueError(
+            "`max_trials` must be a positive integer or None. Received: "
+            f"max_trials={max_trials!r}"
+        )
+    max_trials = None if max_trials is None else int(max_trials)
     common = dict(
         directory=os.fspath(directory),
         project_name=project_name or kind,
