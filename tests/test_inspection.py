@@ -88,10 +88,10 @@ def test_alignment_ignores_attributes_carried_by_many_items(random_setup):
     np.testing.assert_allclose(counted["final"], 1.0)
     np.testing.assert_allclose(counted["chance"], 1.0)
     # By default (share 0.1 of 12 items: more than 1.2 items) both are
-    # ignored; with 0.2 (more than 2.4 items) only attribute 0.
-    ignored = head_facet_alignment(model, data, attributes, k=3)
-    np.testing.assert_allclose(ignored["agreement"], 0.0)
-    np.testing.assert_allclose(ignored["chance"], 0.0)
+    # ignored, which leaves nothing to align with: an error that says what to
+    # pass; with 0.2 (more than 2.4 items) only attribute 0.
+    with pytest.raises(ValueError, match=r"Pass max_attribute_share=0.167 or more"):
+        head_facet_alignment(model, data, attributes, k=3)
     kept = head_facet_alignment(model, data, attributes, k=3, max_attribute_share=0.2)
     expected = np.zeros(2)
     for row, history in enumerate(histories):
