@@ -285,17 +285,7 @@ def _read_source(source: dict):
 
 
 def _describe(args) -> int:
-    from keras_fame import datasets
-
-    options = _log_options(args)
-    data = datasets.from_interactions(
-        args.log,
-        options.pop("user_col"),
-        options.pop("item_col"),
-        options.pop("time_col"),
-        options.pop("min_count"),
-        **options,
-    )
+    data = _read_source({"log": args.log, "options": _log_options(args)})
     print(data.report)
     stats = data.describe()
     print(

@@ -17,48 +17,14 @@ from keras_fame.training import (
     train_sasrec,
     two_stage,
 )
+from tests.recipe import Interrupt as _Interrupt
+from tests.recipe import recipe_config as _config
 from tests.reference import dropout_rates, small_recipe_data
 
 
 @pytest.fixture(scope="module")
 def data():
     return small_recipe_data()
-
-
-def _config(**overrides):
-    base = dict(
-        hidden_dim=16,
-        num_heads=2,
-        num_experts=2,
-        max_len=16,
-        dropout=0.1,
-        batch_size=32,
-        pretrain_epochs=3,
-        finetune_epochs=2,
-        patience=5,
-        backup_every=2,
-        eval_batch_size=128,
-        seed=7,
-        prefixes=False,  # one row per user: fewer steps; prefixes tested below
-    )
-    base.update(overrides)
-    return TrainConfig(**base)
-
-
-class _Interrupt(keras.callbacks.Callback):
-    """Simulates a crash in the middle of epoch `epoch` (0-based)."""
-
-    def __init__(self, epoch, batch):
-        super().__init__()
-        self.at = (epoch, batch)
-        self.epoch = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if (self.epoch, batch) == self.at:
-            raise KeyboardInterrupt("simulated interruption")
 
 
 def test_finetune_learning_rate_applies_to_fame_only(data, tmp_path):
