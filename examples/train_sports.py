@@ -5,8 +5,9 @@ NDCG@20, warm-start FAME with `FAME.from_sasrec`, fine-tune) with the paper's
 settings (Adam 1e-3, batch 256, d=64, max_len 50) and the package's defaults
 (one training row per target, FAME warm-started where SASRec ended and
 fine-tuned at Adam 1e-4 with dropout 0.3), and prints the test metrics next
-to the paper's Table 2. Results go to `benchmarks/results/<dataset>-<model>.json`
-(`--results-dir`). The paper's exact recipe: `--no-prefixes --expert-init
+to the paper's Table 2. Results go to `<workdir>/results/<dataset>-<model>.json`
+(`--results-dir benchmarks/results` replaces the committed records, as
+`benchmarks/reproduce_table2.sh` does). The paper's exact recipe: `--no-prefixes --expert-init
 random --facet-init random --finetune-learning-rate 0.001 --finetune-dropout
 none --results-dir benchmarks/results/paper-recipe --workdir
 runs/paper-recipe/<dataset>`; those records keep the attention residual in
@@ -84,9 +85,10 @@ def parse_args(argv):
     )
     parser.add_argument(
         "--results-dir",
-        default=str(ROOT / "benchmarks" / "results"),
-        help="where <dataset>-sasrec.json and <dataset>-fame.json are written "
-        "(the default holds the committed records)",
+        default=None,
+        help="where <dataset>-sasrec.json and <dataset>-fame.json are written; "
+        "None: <workdir>/results (benchmarks/results holds the committed "
+        "records: pass it to replace them, as reproduce_table2.sh does)",
     )
     parser.add_argument(
         "--smoke", action="store_true", help="tiny, fast run (no results written)"
@@ -185,7 +187,7 @@ def main(argv=None):
     experts = expert_summary(runs["fame"][0], data)
     if args.smoke:
         return runs
-    results_dir = Path(args.results_dir)
+    results_dir = Path(args.results_dir or Path(workdir) / "results")
     results_dir.mkdir(parents=True, exist_ok=True)
     for model in ("sasrec", "fame"):
         results = runs[model][1]
