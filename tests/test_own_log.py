@@ -214,3 +214,17 @@ def test_cli_errors_name_the_flag_or_file(tmp_path, capsys):
         )  # fmt: skip
     err = capsys.readouterr().err
     assert "'nope'" in err and "--item-col" in err and "log.csv" in err
+
+
+def test_evaluate_prints_the_folders_metrics(trained, capsys):
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(trained["workdir"])]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    for stage in ("sasrec", "fame"):
+        results = json.loads((trained["workdir"] / stage / "results.json").read_text())
+        for split in ("valid", "test"):
+            row = next(line for line in lines if line.startswith(f"{stage} {split}"))
+            values = [float(v) for v in row.split()[2:]]
+            expected = [results[split][metric] for metric in header]
+            np.testing.assert_allclose(values, expected, atol=5e-5)
