@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -228,3 +229,14 @@ def test_evaluate_prints_the_folders_metrics(trained, capsys):
             values = [float(v) for v in row.split()[2:]]
             expected = [results[split][metric] for metric in header]
             np.testing.assert_allclose(values, expected, atol=5e-5)
+
+
+def test_the_own_log_example_serves_skus(tmp_path):
+    from tests.reference import load_script
+
+    root = Path(__file__).resolve().parents[1]
+    example = load_script(root / "examples" / "own_log.py")
+    _, out = example.main(["--workdir", str(tmp_path), "--epochs", "1"])
+    names = [[v.decode() for v in row] for row in out["item_ids"].numpy()]
+    assert all(len(row) == 5 and all(v.startswith("sku-") for v in row) for row in names)
+    assert out["unknown"].numpy().tolist() == [0, 1]
