@@ -11,24 +11,42 @@ from keras_fame import datasets
 from keras_fame.datasets import DATA_DIR_ENV, DatasetNotAvailableError, load
 from tests.amazon_fixtures import fixture_dir
 
-AMAZON_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "amazon"
-# CI sets this (it has ../shared): there a missing data folder is a failure.
+# Where the published files are looked for, in order: $KERAS_FAME_TEST_DATA,
+# ../shared/datasets/amazon beside the checkout, the workplace's shared folder.
+TEST_DATA_ENV = "KERAS_FAME_TEST_DATA"
+CANDIDATES = [
+    Path(__file__).resolve().parents[2] / "shared" / "datasets" / "amazon",
+    Path("/work/shared/datasets/amazon"),
+]
+# CI sets this (it has the shared folder): there a missing folder is a failure.
 REQUIRE_DATA_ENV = "KERAS_FAME_REQUIRE_DATA"
+
+
+def _amazon_dir() -> tuple[Path | None, list[Path]]:
+    given = os.environ.get(TEST_DATA_ENV)
+    candidates = [Path(given)] if given else CANDIDATES
+    found = next((c for c in candidates if (c / "Beauty.txt").is_file()), None)
+    return found, candidates
+
+
+AMAZON_DIR = _amazon_dir()[0] or CANDIDATES[0]
 
 
 @pytest.fixture
 def amazon_dir():
     """The published files' folder; skips (or, with KERAS_FAME_REQUIRE_DATA=1,
     fails) saying where they were looked for."""
-    if not AMAZON_DIR.is_dir():
+    found, candidates = _amazon_dir()
+    if found is None:
         missing = (
-            f"the published Amazon files are not at {AMAZON_DIR} "
-            "(../shared/datasets/amazon)"
+            "the published Amazon files are in none of "
+            + ", ".join(str(c) for c in candidates)
+            + f" (set {TEST_DATA_ENV} to their folder)"
         )
         if os.environ.get(REQUIRE_DATA_ENV) == "1":
             pytest.fail(f"{REQUIRE_DATA_ENV}=1, but {missing}")
         pytest.skip(missing)
-    return AMAZON_DIR
+    return found
 
 
 def needs_amazon(test):

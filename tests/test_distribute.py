@@ -103,6 +103,7 @@ def _result(stdout):
     return json.loads(line[len("RESULT ") :])
 
 
+@pytest.mark.large  # a TensorFlow subprocess training 8 models: minutes
 def test_two_replicas_match_one_device():
     out = _run(SCRIPT)
     for name in ("SASRec", "FAME", "FAME_prefixes"):
