@@ -107,16 +107,26 @@ def test_published_beauty_pipelines_smoke():
 @pytest.mark.parametrize("name", sorted(TABLE_1))
 def test_published_pipelines_hold_every_target_once(name):
     # Counted from the sequences: the training targets are each user's
-    # items after the first but the last two (validation, test), the most
-    # recent max_len of them; validation and test hold those two.
+    # items after the first but the last two (validation, test); with one
+    # row per user (prefixes=False) the most recent max_len of them, with
+    # one row per target (prefixes=True, the default) all of them.
+    # Validation and test hold those two.
     ds = load(name, data_dir=AMAZON_DIR)
     max_len = 50
-    seen = []
-    for _, y in ds.train_dataset(batch_size=4096, max_len=max_len, shuffle=False):
-        y = y.numpy()
-        seen.append(y[y != 0])
-    expected = np.concatenate([s[1:-2][-max_len:] for s in ds.sequences])
-    np.testing.assert_array_equal(np.sort(np.concatenate(seen)), np.sort(expected))
+    for prefixes, keep in ((False, max_len), (True, None)):
+        seen = []
+        rows = ds.train_dataset(
+            batch_size=4096, max_len=max_len, shuffle=False, prefixes=prefixes
+        )
+        for _, y in rows:
+            y = y.numpy()
+            seen.append(y[y != 0])
+        expected = np.concatenate(
+            [s[1:-2][-keep:] if keep else s[1:-2] for s in ds.sequences]
+        )
+        np.testing.assert_array_equal(
+            np.sort(np.concatenate(seen)), np.sort(expected), err_msg=str(prefixes)
+        )
     for split, column in (("valid", -2), ("test", -1)):
         features, targets = ds.eval_arrays(split, max_len=max_len)
         np.testing.assert_array_equal(targets, [s[column] for s in ds.sequences])

@@ -2,6 +2,7 @@
 damaged folders refused with the file named."""
 
 import dataclasses
+import glob
 import json
 import os
 import random
@@ -176,10 +177,18 @@ def test_sigkilled_processes_resume_to_the_uninterrupted_run(
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     rng = random.Random(1)
     killed = 0
+    states = str(tmp_path / "run" / "*" / "checkpoint" / "state-*.npz")
     for _ in range(4):
+        before = set(glob.glob(states))
         child = subprocess.Popen([sys.executable, "-c", script], env=env)
-        # After start-up (about 8 s here), somewhere in the training.
-        time.sleep(rng.uniform(9, 20))
+        # Once the child has written a checkpoint of its own (it is training),
+        # at a random moment soon after: before, during or after the next write.
+        deadline = time.monotonic() + 300
+        while child.poll() is None and time.monotonic() < deadline:
+            if set(glob.glob(states)) - before:
+                break
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0, 0.6))
         if child.poll() is None:
             child.send_signal(signal.SIGKILL)
             killed += 1
