@@ -18,9 +18,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
+
+# The recipe's own readers and writers of a work folder's files (errors name
+# the file; writes are atomic).
+from keras_fame.training import _load_model, _read_json, _write_json
 
 _SOURCE_FILE = "source.json"
 _STAGES = ("sasrec", "fame")
@@ -309,8 +312,8 @@ def _config(args, workdir: Path):
         # Resuming: start from the folder's configuration; flags given must
         # agree with it (two_stage refuses a different one, naming it).
         try:
-            base = config_from_record(json.loads(config_path.read_text()))
-        except (ValueError, TypeError) as error:
+            base = config_from_record(_read_json(config_path, workdir))
+        except TypeError as error:
             raise CommandError(f"{config_path}: unreadable ({error})") from None
     try:
         return dataclasses.replace(base, **given)
@@ -352,7 +355,7 @@ def _train(args) -> int:
         }
     source_path = workdir / _SOURCE_FILE
     if source_path.exists():
-        previous = _read_json(source_path)
+        previous = _read_json(source_path, workdir)
         if previous != source:
             raise CommandError(
                 f"{workdir} was made from {json.dumps(previous)}, not "
@@ -375,23 +378,8 @@ def _train(args) -> int:
     return 0
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise CommandError(f"{path}: unreadable ({error})") from None
-
-
-def _write_json(path: Path, value) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def _finished_model(workdir: Path, stage: str):
     """A finished stage's model, with the folder's vocabulary attached."""
-    import keras
-
     from keras_fame.datasets import Vocabulary
 
     path = workdir / stage / "model.keras"
@@ -400,10 +388,7 @@ def _finished_model(workdir: Path, stage: str):
             f"{workdir}: stage {stage!r} has not finished (no {path}); run "
             f"`keras-fame train ... --workdir {workdir}` first."
         )
-    try:
-        model = keras.saving.load_model(path)
-    except Exception as error:
-        raise CommandError(f"{path}: cannot be loaded ({error})") from None
+    model = _load_model(path, workdir / stage)
     vocabulary_path = workdir / "vocabulary.json"
     if model.vocabulary is None and vocabulary_path.exists():
         model.set_vocabulary(Vocabulary.load(vocabulary_path))
@@ -421,14 +406,14 @@ def _evaluate(args) -> int:
             f"{workdir}: no {_SOURCE_FILE} (not a `keras-fame train` folder, or "
             "training has not started)"
         )
-    data = _read_source(_read_json(source_path))
-    recorded = _read_json(workdir / "data.json")
+    data = _read_source(_read_json(source_path, workdir))
+    recorded = _read_json(workdir / "data.json", workdir)
     if recorded != data.fingerprint():
         raise CommandError(
             f"{source_path} now reads other data than the folder was trained "
             f"on ({workdir / 'data.json'}): the log changed."
         )
-    config = config_from_record(_read_json(workdir / "config.json"))
+    config = config_from_record(_read_json(workdir / "config.json", workdir))
     results = {}
     for stage in _STAGES:
         model = _finished_model(workdir, stage)
