@@ -366,3 +366,22 @@ def fame_forward(model, ids):
         "head_scores": head_scores.reshape(b_size, length, heads, -1),
         "scores": final.reshape(b_size, length, -1),
     }
+
+
+def run_on_jax(script: str, timeout: int):
+    """Runs `script` in a fresh Python on the JAX backend (from the checkout)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(root))
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

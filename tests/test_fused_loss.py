@@ -8,10 +8,6 @@ precision, on TensorFlow and (in a subprocess) on JAX.
 """
 
 import importlib.util
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -20,8 +16,7 @@ from keras import ops
 
 from keras_fame.models import FAME, SASRec
 from keras_fame.models.base import _without_padding_row, full_softmax_cross_entropy
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.reference import run_on_jax
 
 
 def reference_loss_and_gradients(vectors, items, labels, weights, seen=None, eps=0.0):
@@ -291,18 +286,10 @@ def test_unfused_loss_is_the_same_loss():
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="no jax")
 def test_all_checks_on_jax():
-    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(ROOT))
     script = (
         "import keras; assert keras.backend.backend() == 'jax'\n"
         "from tests.test_fused_loss import check_all; check_all(); print('JAX OK')"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_on_jax(script, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "JAX OK" in result.stdout

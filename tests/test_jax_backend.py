@@ -1,15 +1,11 @@
 """The layers and models are keras.ops only: they must run on the JAX backend."""
 
 import importlib.util
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.reference import run_on_jax
 
 SCRIPT = textwrap.dedent(
     """
@@ -126,14 +122,6 @@ SCRIPT = textwrap.dedent(
     importlib.util.find_spec("jax") is None, reason="jax is not installed"
 )
 def test_layers_and_model_run_on_jax():
-    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(ROOT))
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_on_jax(SCRIPT, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "JAX OK" in result.stdout
